@@ -1,0 +1,49 @@
+# Two commands for a fresh machine (see README):  make book   and   make test
+# Both create/update .venv, install pvlens, fetch the offline model(s), and are safe to re-run.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.pvlens-installed
+PIP        := $(PY) -m pip --disable-pip-version-check --quiet
+# Offline models are local files: fail fast instead of retrying an unreachable hub.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: book test setup models models-all bench clean-book
+
+setup: $(STAMP)
+
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (override TORCH_SPEC on a GPU box).
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install "$(TORCH_SPEC)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import pvlens, torch, transformer_lens, sae_lens, peft, openai, nbmake, circuitsvis, seaborn"
+	$(PY) -m ipykernel install --sys-prefix --name pvlens --display-name "pvlens (.venv)" > /dev/null
+	@touch $(STAMP)
+
+models: setup
+	$(VENV)/bin/pvlens fetch
+
+models-all: setup
+	$(VENV)/bin/pvlens fetch smollm2-135m-instruct qwen2.5-coder-0.5b-instruct
+
+# Execute every chapter at full size and build the HTML book into _build/html.
+book: models
+	$(VENV)/bin/jupyter-book build . --keep-going
+	@test -f _build/html/index.html && echo "book: _build/html/index.html"
+
+# The whole test suite: unit/integration tests, then every chapter executed at CI size.
+test: models-all
+	$(PY) -m pytest -q tests
+	PVLENS_FAST=1 $(PY) -m pytest -q --nbmake --nbmake-timeout=1200 book
+
+bench: models
+	$(PY) benchmarks/bench_speed.py
+
+clean-book:
+	rm -rf _build

@@ -1,0 +1,34 @@
+"""pvlens: persona vectors with TransformerLens.
+
+A flat API over one module per technique::
+
+    import pvlens as pv
+    model = pv.load_model()                        # SmolLM2-135M-Instruct, offline
+    acts = pv.activations(model, ["Hi!"], layers=[15])
+    with pv.steer(model, vector, layer=15, alpha=4.0):
+        out = pv.generate(model, ["How should I treat my neighbour?"])
+
+Layers are TransformerLens block indices: the paper's layer ℓ is ``layer = ℓ - 1``
+(``blocks[ℓ-1].hook_resid_post``).
+"""
+
+from pvlens.chat import chat_ids, chat_text, prompt_and_response, to_messages
+from pvlens.config import cache_dir, fast, size
+from pvlens.errors import CacheError, ChecksumError, PVLensError, UnknownModelError, VectorMismatchError
+from pvlens.generation import Generation, generate
+from pvlens.hooks import incremental, on_resid_post, residual_norms, steer
+from pvlens.models import ChatModel, load_model
+from pvlens.projection import (activations, last_prompt_projection, project, resid_post, response_projection,
+                               token_projections)
+from pvlens.registry import known_models
+from pvlens.vectors import PersonaVector, from_tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CacheError", "ChatModel", "ChecksumError", "Generation", "PVLensError", "PersonaVector", "UnknownModelError",
+    "VectorMismatchError", "activations", "cache_dir", "chat_ids", "chat_text", "fast", "from_tensor", "generate",
+    "incremental", "known_models", "last_prompt_projection", "load_model", "on_resid_post", "project",
+    "prompt_and_response", "resid_post", "residual_norms", "response_projection", "size", "steer", "to_messages",
+    "token_projections",
+]

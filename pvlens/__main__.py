@@ -1,0 +1,5 @@
+import sys
+
+from pvlens.cli import main
+
+sys.exit(main())

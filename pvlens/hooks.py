@@ -1,0 +1,241 @@
+"""Steering and monitoring hooks on the residual stream, in TransformerLens coordinates.
+
+Steering adds ``alpha * v`` to ``blocks[layer].hook_resid_post`` (the paper's layer ``layer + 1``).
+One :func:`steer` context installs the same edit on both forward paths of a
+:class:`~pvlens.models.ChatModel` — the TransformerLens hook point and the output of the
+Hugging Face decoder layer that shares its weights — so it acts on ``run_with_cache``,
+``run_with_hooks``, :func:`pvlens.generate` and training alike, composes with any other hook, and
+is removed on exit even when the body raises.
+
+Positions (the reference implementation's semantics, paper §6):
+
+- ``"all"``: every position of every forward pass;
+- ``"prompt"``: every position of forward passes longer than one token (prefill); nothing during
+  one-token decode steps;
+- ``"response"`` (the paper's default): the last position of each forward pass — the final prompt
+  token during prefill, then each newly generated token.
+
+Coefficients: ``units="raw"`` adds ``alpha * v`` with the raw mean-difference vector (the paper's
+convention, model-specific scale). ``units="resid"`` adds ``alpha * |resid_L| * v/|v|`` where
+``|resid_L|`` is the layer's mean residual norm on neutral chat prompts, so ``alpha`` is a fraction
+of the residual stream and comparable across layers and models (on SmolLM2 effects appear near 0.5).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from typing import Callable, Iterator, Literal, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from pvlens.config import cache_dir
+
+Positions = Literal["all", "prompt", "response"]
+POSITIONS = ("all", "prompt", "response")
+
+NEUTRAL_PROMPTS = [
+    "What is the capital of France?",
+    "How do I boil an egg?",
+    "Can you explain what photosynthesis is?",
+    "Give me three tips for a job interview.",
+    "What is the difference between weather and climate?",
+    "Write a short poem about the sea.",
+    "How does a bicycle stay upright?",
+    "What should I pack for a weekend hike?",
+    "Summarise the plot of Romeo and Juliet.",
+    "Why is the sky blue?",
+    "How can I improve my sleep?",
+    "What is a prime number?",
+    "Recommend a good way to learn a new language.",
+    "How do vaccines work?",
+    "What are some healthy breakfast ideas?",
+    "Explain how a loan's interest works.",
+]
+
+
+def check_layer(model, layer: int) -> int:
+    n = model.cfg.n_layers
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
+        raise ValueError(f"layer {layer!r} is out of range: this model has TransformerLens layers 0..{n - 1} "
+                         f"(paper layer ℓ is layer ℓ-1)")
+    return layer
+
+
+def check_vector(model, vector: Tensor, what: str = "vector") -> Tensor:
+    if not isinstance(vector, Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(vector).__name__}")
+    if vector.ndim != 1 or vector.shape[0] != model.cfg.d_model:
+        raise ValueError(f"{what} has shape {tuple(vector.shape)}; this model needs ({model.cfg.d_model},)")
+    if not torch.isfinite(vector).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return vector
+
+
+def check_alpha(alpha: float) -> float:
+    if isinstance(alpha, Tensor):
+        alpha = alpha.item()
+    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+    return float(alpha)
+
+
+def unit(vector: Float[Tensor, "d_model"]) -> Float[Tensor, "d_model"]:
+    norm = vector.norm()
+    if norm == 0:
+        raise ValueError("cannot normalise a zero vector")
+    return vector / norm
+
+
+def residual_norms(model) -> Float[Tensor, "n_layers"]:
+    """Mean L2 norm of ``resid_post`` per layer on 16 neutral chat prompts (cached per weights).
+
+    The first position is left out: chat models park a huge norm on the start token (an
+    attention sink) that would dominate the mean.
+    """
+    cached = model.__dict__.get("_resid_norms")
+    if cached is not None:
+        return cached
+    path = cache_dir("resid_norms") / f"{model.info.fingerprint}.json"
+    if path.exists():
+        norms = torch.tensor(json.loads(path.read_text())["norms"])
+    else:
+        from pvlens.projection import activations
+
+        acts = activations(model, NEUTRAL_PROMPTS, layers=list(range(model.cfg.n_layers)), positions="all")
+        norms = torch.stack([torch.cat([a[1:].norm(dim=-1) for a in acts[layer]]).mean()
+                             for layer in range(model.cfg.n_layers)]).float().cpu()
+        path.write_text(json.dumps({"model": model.info.name, "norms": norms.tolist()}))
+    model.__dict__["_resid_norms"] = norms
+    return norms
+
+
+def _edit(positions: Positions, delta: Tensor) -> Callable[[Tensor], Tensor]:
+    def add(hidden: Tensor) -> Tensor:
+        d = delta.to(hidden.dtype)
+        if positions == "all" or (positions == "prompt" and hidden.shape[1] > 1):
+            return hidden + d
+        if positions == "response":
+            return torch.cat([hidden[:, :-1], hidden[:, -1:] + d], dim=1)
+        return hidden
+
+    return add
+
+
+def _hf_layer(model, layer: int):
+    return model.hf_model.model.layers[layer]
+
+
+@contextmanager
+def on_resid_post(model, layer: int, fn: Callable[[Tensor], Tensor | None]) -> Iterator[None]:
+    """Run ``fn(resid_post)`` at ``layer`` on both forward paths; a tensor it returns replaces the output."""
+
+    def tl_hook(module, inputs, output):
+        return fn(output)
+
+    def hf_hook(module, inputs, output):
+        if isinstance(output, tuple):
+            new = fn(output[0])
+            return None if new is None else (new, *output[1:])
+        return fn(output)
+
+    handles = [model.blocks[layer].hook_resid_post.register_forward_hook(tl_hook),
+               _hf_layer(model, layer).register_forward_hook(hf_hook)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _as_layer_vectors(model, vectors, layers) -> dict[int, Tensor]:
+    if hasattr(vectors, "vectors") and hasattr(vectors, "check"):  # a PersonaVector
+        vectors.check(model)
+        vectors = vectors.vectors
+    if layers == "all":
+        layers = list(range(model.cfg.n_layers))
+    elif isinstance(layers, int):
+        layers = [layers]
+    layers = [check_layer(model, layer) for layer in layers]
+    if not layers:
+        raise ValueError("no layers given to steer")
+    if isinstance(vectors, Tensor) and vectors.ndim == 2:
+        if vectors.shape != (model.cfg.n_layers, model.cfg.d_model):
+            raise ValueError(f"per-layer vectors have shape {tuple(vectors.shape)}; this model needs "
+                             f"({model.cfg.n_layers}, {model.cfg.d_model})")
+        return {layer: check_vector(model, vectors[layer], f"vector at layer {layer}") for layer in layers}
+    if isinstance(vectors, Tensor) and vectors.ndim == 1:
+        return {layer: check_vector(model, vectors) for layer in layers}
+    shape = tuple(vectors.shape) if isinstance(vectors, Tensor) else type(vectors).__name__
+    raise ValueError(f"vector must be (d_model,) or (n_layers, d_model), got {shape}")
+
+
+@contextmanager
+def steer(model, vectors, layers: int | Sequence[int] | Literal["all"], alpha: float = 1.0,
+          positions: Positions = "response", units: Literal["raw", "resid"] = "raw") -> Iterator[None]:
+    """Add ``alpha * v`` to the residual stream after block ``layer`` while the context is open.
+
+    Args:
+        model: a :class:`~pvlens.models.ChatModel`.
+        vectors: one vector ``(d_model,)`` used at every layer given, per-layer vectors
+            ``(n_layers, d_model)`` indexed by layer, or a :class:`~pvlens.vectors.PersonaVector`.
+        layers: a TransformerLens layer, a list of them, or ``"all"``.
+        alpha: the coefficient; negative steers against the trait.
+        positions: ``"all"``, ``"prompt"`` or ``"response"`` (see the module docstring).
+        units: ``"raw"`` (alpha times the raw vector) or ``"resid"`` (alpha times the layer's mean
+            residual norm, along the unit vector).
+
+    Everything is validated before any hook is installed, so bad input changes nothing.
+    """
+    alpha = check_alpha(alpha)
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    if units not in ("raw", "resid"):
+        raise ValueError(f"units must be 'raw' or 'resid', got {units!r}")
+    per_layer = _as_layer_vectors(model, vectors, layers)
+    device, dtype = model.cfg.device, model.cfg.dtype
+    deltas = {}
+    for layer, v in per_layer.items():
+        v = v.to(device=device, dtype=torch.float32)
+        if units == "resid":
+            v = unit(v) * residual_norms(model)[layer].item()
+        deltas[layer] = (alpha * v).to(dtype)
+    with _stack([on_resid_post(model, layer, _edit(positions, d)) for layer, d in deltas.items()]):
+        yield
+
+
+def incremental(vectors: Float[Tensor, "n_layers d_model"]) -> Float[Tensor, "n_layers d_model"]:
+    """The paper's all-layer vectors ``v_l - v_{l-1}`` (J.3): added at every layer, they sum to ``v_l``.
+
+    Layer 0 keeps ``v_0`` (the paper subtracts the embedding-level difference there, which pvlens
+    does not steer), so the running sum after block ``l`` is exactly ``v_l``.
+    """
+    if vectors.ndim != 2:
+        raise ValueError(f"incremental() needs per-layer vectors (n_layers, d_model), got {tuple(vectors.shape)}")
+    return torch.cat([vectors[:1], vectors[1:] - vectors[:-1]])
+
+
+@contextmanager
+def _stack(contexts) -> Iterator[None]:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for ctx in contexts:
+            stack.enter_context(ctx)
+        yield
+
+
+@contextmanager
+def record_last_position(model, layer: int, direction: Float[Tensor, "d_model"]) -> Iterator[list[Tensor]]:
+    """Record ``resid_post[:, -1] · direction`` on every forward pass (one entry per pass)."""
+    direction = direction.to(model.cfg.device, model.cfg.dtype)
+    record: list[Tensor] = []
+
+    def read(hidden: Tensor) -> None:
+        record.append(hidden[:, -1] @ direction)
+
+    with on_resid_post(model, layer, read):
+        yield record
