@@ -8,7 +8,7 @@ call gives the same text. Decoding stops at the template's end-of-turn token.
 Monitoring records, at each decoding step, the projection of the position that is about to predict
 the next token: entry 0 is the last prompt token (the paper's monitor, read before any answer
 exists) and entry ``i`` is response token ``i - 1``. It costs one ``(batch, d_model)`` dot product
-per step.
+per step, in float32. A monitor on a layer that is also being steered reads the steered residual.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pvlens.chat import Conversation, chat_ids
 from pvlens.hooks import check_layer, check_vector, record_last_position, unit
@@ -48,13 +48,15 @@ def end_of_turn_ids(model) -> list[int]:
     return sorted({i for i in ids if i is not None})
 
 
-def _check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
+def _check_sampling(temperature: float, top_p: float, max_new_tokens: int, min_new_tokens: int) -> None:
     if not (temperature >= 0):
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if not (0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not (isinstance(max_new_tokens, int) and max_new_tokens > 0):
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if not (isinstance(min_new_tokens, int) and 0 <= min_new_tokens <= max_new_tokens):
+        raise ValueError(f"min_new_tokens must be an integer in [0, max_new_tokens], got {min_new_tokens!r}")
 
 
 @torch.no_grad()
@@ -77,7 +79,7 @@ def generate(model, conversations: Sequence[Conversation], *, system: str | None
         raise TypeError("generate() takes a list of conversations; wrap a single prompt in a list")
     if len(conversations) == 0:
         raise ValueError("no prompts given")
-    _check_sampling(temperature, top_p, max_new_tokens)
+    _check_sampling(temperature, top_p, max_new_tokens, min_new_tokens)
     monitor = {check_layer(model, layer): unit(check_vector(model, v)) for layer, v in (monitor or {}).items()}
     tok, hf = model.hf_tokenizer, model.hf_model
     prompts = [chat_ids(tok, c, system) for c in conversations]

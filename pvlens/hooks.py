@@ -76,9 +76,9 @@ def check_vector(model, vector: Tensor, what: str = "vector") -> Tensor:
 
 
 def check_alpha(alpha: float) -> float:
-    if isinstance(alpha, Tensor):
+    if isinstance(alpha, Tensor) and alpha.numel() == 1:
         alpha = alpha.item()
-    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number, got {alpha!r}")
     return float(alpha)
 
@@ -231,11 +231,11 @@ def _stack(contexts) -> Iterator[None]:
 @contextmanager
 def record_last_position(model, layer: int, direction: Float[Tensor, "d_model"]) -> Iterator[list[Tensor]]:
     """Record ``resid_post[:, -1] · direction`` on every forward pass (one entry per pass)."""
-    direction = direction.to(model.cfg.device, model.cfg.dtype)
+    direction = direction.to(model.cfg.device, torch.float32)
     record: list[Tensor] = []
 
     def read(hidden: Tensor) -> None:
-        record.append(hidden[:, -1] @ direction)
+        record.append(hidden[:, -1].float() @ direction)
 
     with on_resid_post(model, layer, read):
         yield record

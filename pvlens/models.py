@@ -2,7 +2,8 @@
 
 A persona-vector workflow needs two things from one model: TransformerLens' hook points for
 reading and editing the residual stream, and fast batched generation. TransformerLens 3.9's own
-``generate`` is 3-8x slower than Hugging Face's on CPU and ~0.4x on a GPU (see the benchmarks),
+``generate`` runs well below Hugging Face's (0.39x at the paper's 7B shape on a GPU; see
+``benchmarks/`` for this machine),
 so :func:`load_model` builds both views over *one* set of tensors:
 
 - ``model`` is a :class:`ChatModel`, a genuine ``HookedTransformer`` (``run_with_cache``,
@@ -156,8 +157,14 @@ class ChatModel(HookedTransformer):
 def _load_hf(source: str | Path, device: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     tokenizer = AutoTokenizer.from_pretrained(source)
-    hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device)
+    hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar would clutter every chapter
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device)
+    finally:
+        hf_logging.enable_progress_bar()
     hf_model.eval()
     return hf_model, tokenizer
 

@@ -18,7 +18,7 @@ from typing import Literal, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pvlens.chat import Conversation, chat_ids, prompt_and_response
 from pvlens.hooks import check_layer, check_vector, unit

@@ -129,6 +129,7 @@ def test_hooks_removed_on_exception(model, direction):
     (dict(alpha=float("inf")), ValueError, "finite"),
     (dict(alpha=float("nan")), ValueError, "finite"),
     (dict(positions="middle"), ValueError, "positions"),
+    (dict(alpha=True), ValueError, "finite"),
     (dict(units="percent"), ValueError, "units"),
     (dict(vectors=torch.ones(29, 576), layers="all"), ValueError, "per-layer"),
 ])
