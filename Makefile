@@ -1,12 +1,16 @@
 # Two commands for a fresh machine (see README):  make book   and   make test
 # Both create/update .venv, install pvlens, fetch the offline model(s), and are safe to re-run.
 
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.pvlens-installed
 PIP        := $(PY) -m pip --disable-pip-version-check --quiet
+# pip on some machines warns about missing local index folders on every package; hide only that line
+QUIET_PIP  := { grep -v "^WARNING: Location" || true; }
 # Offline models are local files: fail fast instead of retrying an unreachable hub.
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
@@ -19,9 +23,9 @@ setup: $(STAMP)
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (override TORCH_SPEC on a GPU box).
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install "$(TORCH_SPEC)" 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(PIP) install "$(TORCH_SPEC)" 2>&1 | $(QUIET_PIP)
+	$(PIP) install -e ".[dev]" 2>&1 | $(QUIET_PIP)
 	$(PY) -c "import pvlens, torch, transformer_lens, sae_lens, peft, openai, nbmake, circuitsvis, seaborn"
 	$(PY) -m ipykernel install --sys-prefix --name pvlens --display-name "pvlens (.venv)" > /dev/null
 	@touch $(STAMP)

@@ -2,8 +2,8 @@
 
 A persona-vector workflow needs two things from one model: TransformerLens' hook points for
 reading and editing the residual stream, and fast batched generation. TransformerLens 3.9's own
-``generate`` runs well below Hugging Face's (0.39x at the paper's 7B shape on a GPU; see
-``benchmarks/`` for this machine),
+``generate`` runs below Hugging Face's (0.39x at the paper's 7B shape on a GPU; 0.86x at batch 1
+on this CPU even with the shared weights below; see ``benchmarks/``),
 so :func:`load_model` builds both views over *one* set of tensors:
 
 - ``model`` is a :class:`ChatModel`, a genuine ``HookedTransformer`` (``run_with_cache``,
