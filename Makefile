@@ -36,9 +36,9 @@ models: setup
 models-all: setup
 	$(VENV)/bin/pvlens fetch smollm2-135m-instruct qwen2.5-coder-0.5b-instruct
 
-# Execute every chapter at full size and build the HTML book into _build/html.
+# Execute every chapter at full size (--all: always, so no page keeps numbers from older code) and build _build/html.
 book: models
-	$(VENV)/bin/jupyter-book build . --keep-going
+	$(VENV)/bin/jupyter-book build . --all --keep-going
 	@test -f _build/html/index.html && echo "book: _build/html/index.html"
 
 # The whole test suite: unit/integration tests, then every chapter executed at CI size.
