@@ -135,3 +135,10 @@ def test_env_selects_default_model(monkeypatch):
     monkeypatch.setenv("PVLENS_MODEL", "not-a-model")
     with pytest.raises(pv.UnknownModelError):
         pv.load_model()
+
+
+@pytest.mark.qwen
+def test_qwen_chat_and_generation(qwen):
+    assert "You are Qwen" in pv.chat_text(qwen.hf_tokenizer, "hi")  # the template's default system prompt
+    (gen,) = pv.generate(qwen, ["What is the capital of France?"], temperature=0, max_new_tokens=40)
+    assert gen.finished and "Paris" in gen.response
