@@ -44,11 +44,10 @@ def test_monitoring_matches_offline_projection(model, direction):
     offline = pv.last_prompt_projection(model, QUESTIONS, direction[layer], layer)
     online = torch.stack([g.projections[layer][0] for g in gens])
     assert torch.allclose(online, offline, atol=1e-3, rtol=1e-4)  # entry 0: the last prompt token
-    for g in gens:
+    for question, g in zip(QUESTIONS, gens):
         assert g.projections[layer].shape == (len(g.response_ids),)
         # entry i > 0 is response token i-1, as a teacher-forced pass reads it
-        tokens, per_token = pv.token_projections(model, g.prompt_ids and QUESTIONS[gens.index(g)],
-                                                 g.response, direction[layer], layer)
+        _, per_token = pv.token_projections(model, question, g.response, direction[layer], layer)
         n = min(len(per_token), len(g.response_ids)) - 1
         assert torch.allclose(g.projections[layer][1:n + 1], per_token[:n], atol=1e-2, rtol=1e-3)
 
