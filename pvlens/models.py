@@ -156,15 +156,16 @@ class ChatModel(HookedTransformer):
 
 def _load_hf(source: str | Path, device: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     tokenizer = AutoTokenizer.from_pretrained(source)
+    bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar would clutter every chapter
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device)
     finally:
-        hf_logging.enable_progress_bar()
+        if bar_was_on:  # leave the user's own setting as it was
+            hf_logging.enable_progress_bar()
     hf_model.eval()
     return hf_model, tokenizer
 
