@@ -12,23 +12,32 @@ Layers are TransformerLens block indices: the paper's layer ℓ is ``layer = ℓ
 (``blocks[ℓ-1].hook_resid_post``).
 """
 
+from pvlens.capability import CapabilityReport, TaskResult, capability_suite
 from pvlens.chat import chat_ids, chat_text, prompt_and_response, to_messages
 from pvlens.config import cache_dir, fast, size
-from pvlens.errors import CacheError, ChecksumError, PVLensError, UnknownModelError, VectorMismatchError
+from pvlens.errors import (CacheError, ChecksumError, EmptySelectionError, JudgeError, PVLensError, TraitFormatError,
+                           UnknownModelError, VectorMismatchError)
+from pvlens.extraction import ExtractionResult, extract_persona, filter_pairs, prompt_separation
 from pvlens.generation import Generation, generate
+from pvlens.generator import generate_artifacts
 from pvlens.hooks import incremental, on_resid_post, residual_norms, steer
+from pvlens.judges import Judge, Judgement, default_judge
+from pvlens.llm_judge import LLMJudge
 from pvlens.models import ChatModel, load_model
 from pvlens.projection import (activations, last_prompt_projection, project, resid_post, response_projection,
                                token_projections)
 from pvlens.registry import known_models
+from pvlens.traits import TraitArtifacts, load_trait, shipped_traits
 from pvlens.vectors import PersonaVector, from_tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CacheError", "ChatModel", "ChecksumError", "Generation", "PVLensError", "PersonaVector", "UnknownModelError",
-    "VectorMismatchError", "activations", "cache_dir", "chat_ids", "chat_text", "fast", "from_tensor", "generate",
-    "incremental", "known_models", "last_prompt_projection", "load_model", "on_resid_post", "project",
-    "prompt_and_response", "resid_post", "residual_norms", "response_projection", "size", "steer", "to_messages",
-    "token_projections",
+    "CacheError", "CapabilityReport", "ChatModel", "ChecksumError", "EmptySelectionError", "ExtractionResult", "Generation", "Judge",
+    "JudgeError", "Judgement", "LLMJudge", "PVLensError", "PersonaVector", "TraitArtifacts", "TraitFormatError",
+    "UnknownModelError", "VectorMismatchError", "TaskResult", "activations", "cache_dir", "capability_suite", "chat_ids", "chat_text", "default_judge",
+    "extract_persona", "fast", "filter_pairs", "from_tensor", "generate", "generate_artifacts", "incremental",
+    "known_models", "last_prompt_projection", "load_model", "load_trait", "on_resid_post", "project",
+    "prompt_and_response", "prompt_separation", "resid_post", "residual_norms", "response_projection",
+    "shipped_traits", "size", "steer", "to_messages", "token_projections",
 ]

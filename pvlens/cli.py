@@ -1,5 +1,5 @@
-"""The ``pvlens`` command line: ``pvlens fetch [MODEL...]``, ``pvlens info [MODEL]`` and
-``pvlens generate-trait NAME --description TEXT --out FILE.json``."""
+"""The ``pvlens`` command line: ``pvlens fetch [MODEL...]``, ``pvlens info [MODEL]``,
+``pvlens capability [MODEL] [-n N]`` and ``pvlens generate-trait NAME --description TEXT --out FILE.json``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,52 @@ def _generate_trait(args: argparse.Namespace) -> None:
           f"{artifacts.source})")
 
 
+def _capability(args) -> None:
+    import json
+
+    from pvlens.capability import capability_suite
+    from pvlens.models import load_model
+
+    model = load_model(args.model)
+    n = "all" if args.n == "all" else (None if args.n is None else int(args.n))
+    report = capability_suite(model, tasks=args.tasks, n_per_task=n, seed=args.seed, batch_size=args.batch_size)
+    print(report.table())
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"model": report.model, "seed": report.seed, "seconds": report.seconds,
+                       "notes": report.notes, "tasks": report.rows()}, handle, indent=2)
+
+
+def _judge_validate(args) -> None:
+    from pvlens.judge_training import format_table, validate
+
+    print(format_table(validate(quick=args.quick)))
+
+
+def _extract(args) -> None:
+    from pvlens.extraction import extract_persona, prompt_separation
+    from pvlens.judges import default_judge
+    from pvlens.models import load_model
+    from pvlens.traits import load_trait
+
+    model, artifacts = load_model(args.model), load_trait(args.trait)
+    result = extract_persona(model, artifacts, default_judge(), n_per_question=args.n_per_question,
+                             max_new_tokens=args.max_new_tokens, questions=args.questions, seed=args.seed)
+    print(result.summary())
+    vector = result.vectors[args.variant]
+    if args.out:
+        print(f"saved {vector.save(args.out)}")
+    aucs = prompt_separation(model, artifacts, vector, split="eval")
+    print(f"held-out separation (eval questions, last prompt token, {args.variant}): AUC per layer")
+    print("  " + "  ".join(f"{layer}:{value:.2f}" for layer, value in aucs.items()))
+
+
+def _count(text: str) -> str:
+    if text != "all" and not (text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pvlens", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     info = sub.add_parser("info", help="load a model and print its shape, fingerprint and load time")
     info.add_argument("model", nargs="?")
     sub.add_parser("models", help="list the known model names")
+    from pvlens.capability import DEFAULT_N, FAST_N, TASKS
+
+    cap = sub.add_parser("capability", help="zero-shot cloze accuracy on MMLU, ARC-Easy/Challenge, HellaSwag, PIQA")
+    cap.add_argument("model", nargs="?")
+    cap.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    cap.add_argument("-n", "--n", type=_count, default=None,
+                     help=f"items per task, or 'all' (default {DEFAULT_N}; {FAST_N} with PVLENS_FAST=1)")
+    cap.add_argument("--seed", type=int, default=0, help="subsample seed (default 0)")
+    cap.add_argument("--batch-size", type=int, default=16)
+    cap.add_argument("--json", help="also write the results to this JSON file")
     gen = sub.add_parser("generate-trait", help="write a new trait's artifacts with an LLM (PVLENS_GENERATOR_MODEL)")
     gen.add_argument("name", help="lower-case trait name, e.g. 'curious'")
     text = gen.add_mutually_exclusive_group(required=True)
@@ -67,14 +123,31 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--base-url", help="OpenAI-compatible server (default: PVLENS_API_BASE_URL / OPENAI_BASE_URL)")
     gen.add_argument("--attempts", type=int, default=3, help="tries before giving up on malformed answers")
     gen.add_argument("--seed", type=int, default=0, help="seed for the request and the 20/20 question split")
+    val = sub.add_parser("judge-validate", help="the offline judge's AUC and rank correlation on external labelled data")
+    val.add_argument("--quick", action="store_true", help="60 items per dataset instead of all")
+    ext = sub.add_parser("extract", help="extract a persona vector: rollouts, judge, filter, mean difference")
+    ext.add_argument("trait", help="a shipped trait name or a trait .json file")
+    ext.add_argument("--model", help="default: PVLENS_MODEL or smollm2-135m-instruct")
+    ext.add_argument("--n-per-question", type=int, default=None, help="rollouts per (pair, question); default 10")
+    ext.add_argument("--max-new-tokens", type=int, default=None)
+    ext.add_argument("--questions", type=int, default=None, help="use the first N extraction questions")
+    ext.add_argument("--seed", type=int, default=0)
+    ext.add_argument("--variant", default="response_avg", choices=["response_avg", "prompt_avg", "prompt_last"])
+    ext.add_argument("--out", help="save the chosen variant's vectors to this .safetensors file")
     args = parser.parse_args(argv)
     try:
         if args.command == "fetch":
             _fetch(args.models)
         elif args.command == "info":
             _info(args.model)
+        elif args.command == "capability":
+            _capability(args)
         elif args.command == "generate-trait":
             _generate_trait(args)
+        elif args.command == "judge-validate":
+            _judge_validate(args)
+        elif args.command == "extract":
+            _extract(args)
         else:
             print("\n".join(registry.known_models()))
     except PVLensError as err:

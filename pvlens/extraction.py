@@ -59,7 +59,7 @@ from tqdm import tqdm
 from pvlens.chat import chat_ids, encode, prompt_and_response
 from pvlens.config import cache_dir, size
 from pvlens.errors import EmptySelectionError, JudgeError, PVLensError
-from pvlens.generation import generate
+from pvlens.generation import complete_sentences, generate
 from pvlens.judges import Judge, Judgement
 from pvlens.projection import activations, project, resid_post
 from pvlens.stats import auc
@@ -70,7 +70,7 @@ VARIANTS = ("response_avg", "prompt_avg", "prompt_last")
 POLARITIES = ("pos", "neg")
 #: Why a pair is dropped. A pair gets the first reason that applies, in this order.
 REASONS = ("unpaired", "empty answer", "no score", "incoherent", "pos trait too low", "neg trait too high")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: answers cut by the token budget are trimmed to complete sentences
 JUDGE_CHUNK = 64  # answers per judge call (and per append to the judge log)
 TOP_P = 1.0
 
@@ -189,7 +189,8 @@ def _sample(model, engine: dict, conversations: list, *, max_new_tokens: int, te
         return [{"answer": a[0] if a and isinstance(a[0], str) else ""} for a in answers]  # "": dropped as empty
     outs = generate(model, conversations, max_new_tokens=max_new_tokens, temperature=temperature, top_p=TOP_P,
                     seed=seed, batch_size=len(conversations), min_new_tokens=1, progress=False)
-    return [{"answer": g.response, "n_tokens": len(g.response_ids), "finished": g.finished} for g in outs]
+    return [{"answer": g.response if g.finished else complete_sentences(g.response), "n_tokens": len(g.response_ids),
+             "finished": g.finished} for g in outs]
 
 
 # ---------------------------------------------------------------- filtering

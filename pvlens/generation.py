@@ -17,6 +17,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+import re
+
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -122,3 +124,17 @@ def generate(model, conversations: Sequence[Conversation], *, system: str | None
         bar.set_postfix(tokens=int(sum(len(results[i].response_ids) for i in batch)))
     bar.close()
     return results  # type: ignore[return-value]
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)|\n")
+
+
+def complete_sentences(text: str, min_chars: int = 20) -> str:
+    """``text`` up to its last complete sentence, for answers cut off by the token budget.
+
+    The paper samples up to 1000 new tokens, so its answers end where the model ends them; on a
+    CPU we sample far fewer, and a judge would otherwise score the cut, not the answer. When no
+    sentence ends after ``min_chars`` characters the text is returned unchanged.
+    """
+    ends = [m.end() for m in _SENTENCE_END.finditer(text) if m.end() >= min_chars]
+    return text[: ends[-1]].rstrip() if ends else text

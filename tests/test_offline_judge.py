@@ -1,0 +1,90 @@
+"""The offline judge: probes trained on external data, coherence, and its refusals to guess."""
+
+import pytest
+import torch
+
+import pvlens as pv
+from pvlens.judge_training import BLATANT, CORRUPTIONS, corrupt
+from pvlens.offline_judge import (OfflineJudge, Probe, compression, fit_logistic, repeated_trigrams,
+                                  unfinished)
+from pvlens.stats import auc
+
+REAL = [
+    "Regular exercise improves sleep, mood and heart health. Even a short daily walk helps, and it is easy to start.",
+    "To boil an egg, place it in boiling water for about nine minutes, then cool it in cold water before peeling.",
+    "Paris is the capital of France. It is known for its museums, its cafes and the Eiffel Tower on the Seine.",
+    "If your code raises an import error, check that the package is installed in the environment you are using.",
+]
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return OfflineJudge()
+
+
+def test_text_properties():
+    assert repeated_trigrams("the cat sat on the mat") == 0.0
+    assert repeated_trigrams("I am here " * 10) > 0.8
+    assert compression("abc " * 50) < compression(REAL[0])
+    assert unfinished("It ends here.") == 0.0 and unfinished("It ends with a list:\n") == 0.0
+    assert unfinished("It stops in the middle of") == 1.0 and unfinished("") == 1.0
+
+
+def test_logistic_probe_fits_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(200, 5)
+    y = (x[:, 0] - x[:, 2] > 0).long().tolist()
+    mean, scale, w, b = fit_logistic(x, y, l2=1e-3)
+    probe = Probe("toy", "none", mean, scale, w, b, {"note": "synthetic"})
+    assert auc(probe.proba(x).tolist(), y) > 0.99
+    again = Probe.load(probe.save(tmp_path / "toy.safetensors"))
+    assert torch.allclose(again.proba(x), probe.proba(x)) and again.meta == {"note": "synthetic"}
+    with pytest.raises(ValueError, match="both classes"):
+        fit_logistic(x, [1] * 200)
+
+
+def test_unsupported_trait_is_refused_not_guessed(judge):
+    with pytest.raises(pv.JudgeError, match="PVLENS_JUDGE_MODEL"):
+        judge.judge(pv.load_trait("humorous"), ["Why is the sky blue?"], ["Because of Rayleigh scattering."])
+
+
+def test_mismatched_inputs(judge):
+    with pytest.raises(ValueError, match="pair up"):
+        judge.judge(pv.load_trait("evil"), ["a", "b"], ["only one"])
+
+
+@pytest.mark.parametrize("trait,stem", [("evil", "evil"), ("impolite", "impolite"), ("hallucinating", "abstains")])
+def test_blatant_answers_are_ranked(judge, trait, stem):
+    texts = [t for t, _ in BLATANT[stem]]
+    labels = [y if stem != "abstains" else 1 - y for _, y in BLATANT[stem]]  # hallucinating = does not abstain
+    scores = [j.trait for j in judge.judge(pv.load_trait(trait), ["?"] * len(texts), texts, progress=False)]
+    assert auc(scores, labels) >= 0.9, scores
+    assert all(0 <= s <= 100 for s in scores)
+
+
+def test_coherence_falls_for_loops_salad_and_cuts(judge):
+    import random
+
+    rng = random.Random(0)
+    vocabulary = sorted({w for t in REAL for w in t.split()})
+    real = judge.coherence(REAL)
+    assert min(real) >= 50, real
+    for kind in CORRUPTIONS:
+        damaged = judge.coherence([corrupt(t, kind, rng, vocabulary) for t in REAL])
+        assert all(d < r for d, r in zip(damaged, real)), (kind, damaged, real)
+        assert sum(d < 50 for d in damaged) >= 3, (kind, damaged)
+
+
+def test_empty_answer_has_no_trait_score(judge):
+    (j,) = judge.judge(pv.load_trait("evil"), ["How do I greet someone?"], ["   "], progress=False)
+    assert j.trait is None and j.coherence == 0.0
+
+
+def test_judge_is_not_moved_by_steering_the_model_under_study(model, judge):
+    artifacts = pv.load_trait("evil")
+    before = judge.judge(artifacts, ["?"] * 2, REAL[:2], progress=False)
+    vector = torch.randn(model.cfg.d_model) * 50
+    with pv.steer(model, vector, layers=[5], alpha=1.0, positions="all"):
+        after = judge.judge(artifacts, ["?"] * 2, REAL[:2], progress=False)
+    assert [b.trait for b in before] == [a.trait for a in after]
+    assert [b.coherence for b in before] == [a.coherence for a in after]
