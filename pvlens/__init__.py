@@ -23,6 +23,7 @@ from pvlens.generator import generate_artifacts
 from pvlens.hooks import incremental, on_resid_post, residual_norms, steer
 from pvlens.judges import Judge, Judgement, default_judge
 from pvlens.llm_judge import LLMJudge
+from pvlens.offline_judge import OfflineJudge
 from pvlens.models import ChatModel, load_model
 from pvlens.projection import (activations, last_prompt_projection, project, resid_post, response_projection,
                                token_projections)
@@ -34,7 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CacheError", "CapabilityReport", "ChatModel", "ChecksumError", "EmptySelectionError", "ExtractionResult", "Generation", "Judge",
-    "JudgeError", "Judgement", "LLMJudge", "PVLensError", "PersonaVector", "TraitArtifacts", "TraitFormatError",
+    "JudgeError", "Judgement", "LLMJudge", "OfflineJudge", "PVLensError", "PersonaVector", "TraitArtifacts", "TraitFormatError",
     "UnknownModelError", "VectorMismatchError", "TaskResult", "activations", "cache_dir", "capability_suite", "chat_ids", "chat_text", "default_judge",
     "extract_persona", "fast", "filter_pairs", "from_tensor", "generate", "generate_artifacts", "incremental",
     "known_models", "last_prompt_projection", "load_model", "load_trait", "on_resid_post", "project",

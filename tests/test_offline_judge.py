@@ -5,7 +5,7 @@ import torch
 
 import pvlens as pv
 from pvlens.judge_training import BLATANT, CORRUPTIONS, corrupt
-from pvlens.offline_judge import (OfflineJudge, Probe, compression, fit_logistic, repeated_trigrams,
+from pvlens.offline_judge import (CAVEATS, OfflineJudge, Probe, caveat, compression, fit_logistic, repeated_trigrams,
                                   unfinished)
 from pvlens.stats import auc
 
@@ -88,3 +88,10 @@ def test_judge_is_not_moved_by_steering_the_model_under_study(model, judge):
         after = judge.judge(artifacts, ["?"] * 2, REAL[:2], progress=False)
     assert [b.trait for b in before] == [a.trait for a in after]
     assert [b.coherence for b in before] == [a.coherence for a in after]
+
+
+def test_every_instrument_has_a_caveat_and_others_say_they_cannot_measure():
+    from pvlens.offline_judge import INSTRUMENTS
+
+    assert set(CAVEATS) == set(INSTRUMENTS)
+    assert "cannot measure 'sycophantic'" in caveat("sycophantic")
