@@ -1,7 +1,7 @@
 """How the offline judge is trained and validated, from external labelled data only.
 
 Run ``python -m pvlens.judge_training train`` to rebuild the probe files in
-``pvlens/judge_data/`` (seeded; about 15 minutes on 2 CPU cores), and
+``pvlens/judge_data/`` (seeded; 24 minutes on 2 shared CPU cores), and
 ``python -m pvlens.judge_training validate`` (or ``pvlens judge-validate``) to print the
 validation table: per instrument and dataset, AUC and Spearman rank correlation of the judge
 beside a length-only scorer on the same items.
@@ -322,6 +322,30 @@ def validate_coherence(quick: bool = False) -> list[Row]:
             if len({labels[i] for i in keep}) == 2:
                 rows.append(_row("coherence", f"{source}: real vs {kind}", [scores[i] for i in keep],
                                  [labels[i] for i in keep], [items[i] for i in keep]))
+    return rows
+
+
+def steered_check(model, artifacts, vector, layer: int, alphas=(-0.5, 0.0, 0.3, 0.5), n_questions: int = 10,
+                  max_new_tokens: int = 48, seed: int = 1, judge=None) -> list[dict]:
+    """Judge answers the model gives while steered along ``vector`` (``units="resid"``) on held-out questions.
+
+    The check on the cases a chapter actually produces: the trait score should rise with ``alpha``
+    and coherence should fall once steering breaks the text. Returns one row per (alpha, answer).
+    """
+    from pvlens.generation import complete_sentences, generate
+    from pvlens.hooks import steer
+    from pvlens.offline_judge import OfflineJudge
+
+    judge = judge or OfflineJudge()
+    questions = list(artifacts.eval_questions[:n_questions])
+    rows = []
+    for alpha in alphas:
+        with steer(model, vector, layers=layer, alpha=alpha, units="resid"):
+            outs = generate(model, questions, max_new_tokens=max_new_tokens, seed=seed, progress=False)
+        answers = [g.response if g.finished else complete_sentences(g.response) for g in outs]
+        for question, answer, j in zip(questions, answers, judge.judge(artifacts, questions, answers, progress=False)):
+            rows.append({"alpha": alpha, "question": question, "answer": answer, "trait": j.trait,
+                         "coherence": j.coherence})
     return rows
 
 

@@ -95,3 +95,15 @@ def test_every_instrument_has_a_caveat_and_others_say_they_cannot_measure():
 
     assert set(CAVEATS) == set(INSTRUMENTS)
     assert "cannot measure 'sycophantic'" in caveat("sycophantic")
+
+
+def test_steered_check_scores_the_models_own_steered_answers(model):
+    from pvlens.judge_training import steered_check
+
+    torch.manual_seed(0)
+    rows = steered_check(model, pv.load_trait("evil"), torch.randn(model.cfg.d_model), layer=10, alphas=(0.0, 2.0),
+                         n_questions=2, max_new_tokens=12)
+    assert [r["alpha"] for r in rows] == [0.0, 0.0, 2.0, 2.0]
+    assert all(r["answer"] and 0 <= r["coherence"] <= 100 for r in rows)
+    # a random push of twice the residual norm wrecks the text: coherence must notice
+    assert sum(r["coherence"] for r in rows[2:]) < sum(r["coherence"] for r in rows[:2])
