@@ -67,7 +67,7 @@ def _capability(args) -> None:
 def _judge_validate(args) -> None:
     from pvlens.judge_training import format_table, validate
 
-    print(format_table(validate(quick=args.quick)))
+    print(format_table(validate(limit=args.limit)))
 
 
 def _extract(args) -> None:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--attempts", type=int, default=3, help="tries before giving up on malformed answers")
     gen.add_argument("--seed", type=int, default=0, help="seed for the request and the 20/20 question split")
     val = sub.add_parser("judge-validate", help="the offline judge's AUC and rank correlation on external labelled data")
-    val.add_argument("--quick", action="store_true", help="60 items per dataset instead of all")
+    val.add_argument("--limit", type=int, default=None, help="at most this many items per dataset and class")
     ext = sub.add_parser("extract", help="extract a persona vector: rollouts, judge, filter, mean difference")
     ext.add_argument("trait", help="a shipped trait name or a trait .json file")
     ext.add_argument("--model", help="default: PVLENS_MODEL or smollm2-135m-instruct")

@@ -260,12 +260,29 @@ def _trait_scores(stem: str, texts: list[str]) -> list[float]:
     return probe.proba(_encode(texts)).tolist()
 
 
-def validate(quick: bool = False) -> list[Row]:
-    """The validation table (``quick`` subsamples every set to 60 items for tests)."""
+def validate(limit: int | None = None, cache: bool = True) -> list[Row]:
+    """The validation table; ``limit`` caps every dataset (each class) at that many items.
+
+    Results are cached on disk per (probe files, limit), so a rebuilt book does not recompute them.
+    """
+    from dataclasses import asdict
+
+    from pvlens.config import cache_dir
+    from pvlens.offline_judge import OfflineJudge
+
+    path = cache_dir("judge-validation") / f"{OfflineJudge().name.replace(':', '_')}-{limit or 'all'}.json"
+    if cache and path.exists():
+        return [Row(**{**r, "auc_ci": tuple(r["auc_ci"])}) for r in json.loads(path.read_text())]
+    rows = _validate(limit)
+    path.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    return rows
+
+
+def _validate(limit: int | None) -> list[Row]:
     c = corpora()
-    cap = (lambda xs: xs[:60]) if quick else (lambda xs: xs)
+    cap = (lambda xs: xs[:limit]) if limit else (lambda xs: xs)
     rows = []
-    held_answers = c["sharegpt_answers"][6000:6000 + (60 if quick else 300)]
+    held_answers = c["sharegpt_answers"][6000:6000 + (limit or 300)]
     toxic = cap(c["toxic_test"])
     texts = [r["text"] for r in toxic]
     for stem, key in (("evil", "severe_toxicity"), ("impolite", "insult")):
@@ -302,18 +319,19 @@ def validate(quick: bool = False) -> list[Row]:
     for stem, pairs in BLATANT.items():
         texts, labels = [t for t, _ in pairs], [y for _, y in pairs]
         rows.append(_row(stem, "hand-made blatant answers", _trait_scores(stem, texts), labels, texts))
-    rows.extend(validate_coherence(quick))
+    rows.extend(validate_coherence(limit))
     return rows
 
 
-def validate_coherence(quick: bool = False) -> list[Row]:
+def validate_coherence(limit: int | None = None) -> list[Row]:
     from pvlens.offline_judge import OfflineJudge
 
     c = corpora()
     judge = OfflineJudge()
     rows = []
-    sources = {"held-out ShareGPT answers": c["sharegpt_answers"][6300:6300 + (40 if quick else 200)],
-               "TruthfulQA answers (other source)": [a for _, a in c["tqa"][-(40 if quick else 200):]]}
+    n = min(limit or 200, 200)
+    sources = {"held-out ShareGPT answers": c["sharegpt_answers"][6300:6300 + n],
+               "TruthfulQA answers (other source)": [a for _, a in c["tqa"][-n:]]}
     for source, texts in sources.items():
         items, labels, kinds = coherence_sets(texts, SEED + 1)
         scores = judge.coherence(items)
@@ -349,6 +367,15 @@ def steered_check(model, artifacts, vector, layer: int, alphas=(-0.5, 0.0, 0.3, 
     return rows
 
 
+def to_frame(rows: list[Row]):
+    """The validation table as a pandas DataFrame (for the book)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"instrument": r.instrument, "dataset": r.dataset, "n": r.n, "AUC": r.auc,
+                          "AUC 95% CI": f"[{r.auc_ci[0]:.2f}, {r.auc_ci[1]:.2f}]", "Spearman": r.rho,
+                          "length AUC": r.length_auc, "length Spearman": r.length_rho} for r in rows])
+
+
 def format_table(rows: list[Row]) -> str:
     lines = [f"{'instrument':<10} {'AUC':>5} {'95% CI':>13} {'rho':>6} | {'len AUC':>7} {'len rho':>7} | "
              f"{'n':>4}  dataset"]
@@ -363,13 +390,13 @@ def format_table(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pvlens.judge_training", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["train", "validate"])
-    parser.add_argument("--quick", action="store_true", help="validate on 60 items per set")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many items per dataset and class")
     args = parser.parse_args(argv)
     if args.command == "train":
         train()
         print(f"probes written to {DATA_DIR}")
     else:
-        print(format_table(validate(args.quick)))
+        print(format_table(validate(args.limit)))
     return 0
 
 
