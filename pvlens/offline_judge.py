@@ -53,6 +53,7 @@ from tqdm import tqdm
 
 from pvlens.errors import JudgeError
 from pvlens.judges import Judgement, check_pairs
+from pvlens.projection import block_outputs, length_batches, right_padded
 from pvlens.traits import TraitArtifacts
 
 DATA_DIR = Path(__file__).with_name("judge_data")
@@ -117,36 +118,13 @@ class LMEncoder:
         out = torch.zeros(len(texts), self.dim)
         seqs = [self.tokenizer(t or " ", add_special_tokens=False)["input_ids"][: self.max_tokens] or [0]
                 for t in texts]
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-        layers = self.model.model.layers
-        for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="judge encoder"):
-            idx = order[start:start + batch_size]
-            width = max(len(seqs[i]) for i in idx)
-            ids = torch.zeros(len(idx), width, dtype=torch.long)
-            mask = torch.zeros(len(idx), width, dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
-                mask[row, : len(seqs[i])] = 1
-            captured = {}
-
-            def stop(module, inputs, output):
-                captured["h"] = output[0] if isinstance(output, tuple) else output
-                raise _Stop
-
-            handle = layers[self.layer - 1].register_forward_hook(stop)
-            try:
-                self.model.model(input_ids=ids, attention_mask=mask)
-            except _Stop:
-                pass
-            finally:
-                handle.remove()
+        for idx in tqdm(length_batches([len(s) for s in seqs], batch_size), disable=not progress,
+                        desc="judge encoder"):
+            ids, mask = right_padded([seqs[i] for i in idx])
+            hidden = block_outputs(self.model, ids, mask, [self.layer - 1])[self.layer - 1]
             m = mask.unsqueeze(-1).float()
-            out[idx] = (captured["h"].float() * m).sum(1) / m.sum(1)
+            out[idx] = (hidden.float() * m).sum(1) / m.sum(1)
         return out
-
-
-class _Stop(Exception):
-    pass
 
 
 @lru_cache(maxsize=2)
@@ -226,10 +204,15 @@ def fit_logistic(features: Float[Tensor, "n d"], labels: Sequence[int], l2: floa
 
 
 def train_probe(name: str, positives: Sequence[str], negatives: Sequence[str], *, l2: float = 1e-2,
-                meta: dict | None = None, progress: bool = True) -> Probe:
-    """Fit a probe on the default encoder's features of labelled texts."""
+                meta: dict | None = None, progress: bool = True,
+                features: Float[Tensor, "n d"] | None = None) -> Probe:
+    """Fit a probe on the default encoder's features of labelled texts (positives first).
+
+    ``features`` skips the encoding when the caller already has them, in the same order.
+    """
     enc = encoder()
-    features = enc.encode(list(positives) + list(negatives), progress=progress)
+    if features is None:
+        features = enc.encode(list(positives) + list(negatives), progress=progress)
     mean, scale, w, b = fit_logistic(features, [1] * len(positives) + [0] * len(negatives), l2=l2)
     info = {"n_positive": len(positives), "n_negative": len(negatives), "l2": l2, **(meta or {})}
     return Probe(name, enc.name, mean, scale, w, b, info)
@@ -243,7 +226,7 @@ def shipped_probe(stem: str) -> Probe:
 # ---------------------------------------------------------------- coherence
 
 COHERENCE_FEATURES = ("repeated_trigrams", "compression", "mean_logprob", "unfinished", "log_words")
-_SENTENCE_END = re.compile(r"""[.!?。)\]"'`*:;]\s*$|```\s*$|\n\s*$""")
+_SENTENCE_END = re.compile(r"""[.!?。)\]"'`*:;]$|```$""")  # searched on right-stripped text
 
 
 def repeated_trigrams(text: str) -> float:
@@ -262,7 +245,7 @@ def compression(text: str) -> float:
 def unfinished(text: str) -> float:
     """1.0 when the text stops mid-sentence (no closing punctuation, bracket, quote or code fence)."""
     stripped = text.rstrip()
-    return 0.0 if stripped and _SENTENCE_END.search(stripped + ("" if text == stripped else "")) else 1.0
+    return 0.0 if stripped and _SENTENCE_END.search(stripped) else 1.0
 
 
 class FluencyLM:
@@ -284,15 +267,8 @@ class FluencyLM:
         tok, out = self.tokenizer, [0.0] * len(texts)
         bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         seqs = [[bos] + tok(t, add_special_tokens=False)["input_ids"][: self.max_tokens] for t in texts]
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(seqs[i]) for i in idx)
-            ids = torch.full((len(idx), width), bos)
-            mask = torch.zeros(len(idx), width, dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
-                mask[row, : len(seqs[i])] = 1
+        for idx in length_batches([len(s) for s in seqs], batch_size):
+            ids, mask = right_padded([seqs[i] for i in idx], pad=bos)
             logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1]
             logp = -torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
             valid = mask[:, 1:].float()

@@ -24,13 +24,53 @@ from pvlens.chat import Conversation, chat_ids, prompt_and_response
 from pvlens.hooks import check_layer, check_vector, unit
 
 
-class _Stop(Exception):
+class StopForward(Exception):
     """Raised by the deepest hook to end a forward pass early."""
 
 
-def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (sorted), so padding wastes little."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def right_padded(sequences: Sequence[Sequence[int]], pad: int = 0) -> tuple[Tensor, Tensor]:
+    """Token id sequences as one right-padded ``(ids, attention_mask)`` pair, both ``[batch, width]``."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(sequences), width, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def block_outputs(hf_model, ids: Tensor, mask: Tensor,
+                  layers: Sequence[int]) -> dict[int, Float[Tensor, "batch seq d"]]:
+    """Outputs of decoder blocks ``layers`` (0-indexed) of a Hugging Face causal LM.
+
+    The forward pass stops after the deepest block asked for.
+    """
+    deepest, captured = max(layers), {}
+
+    def grab(layer):
+        def hook(module, inputs, output):
+            captured[layer] = (output[0] if isinstance(output, tuple) else output).detach()
+            if layer == deepest:
+                raise StopForward
+
+        return hook
+
+    handles = [hf_model.model.layers[layer].register_forward_hook(grab(layer)) for layer in layers]
+    try:
+        hf_model.model(input_ids=ids, attention_mask=mask, use_cache=False)
+    except StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
 
 
 @torch.no_grad()
@@ -42,34 +82,12 @@ def resid_post(model, sequences: Sequence[Sequence[int]], layers: Sequence[int],
     if any(len(s) == 0 for s in sequences):
         raise ValueError("empty token sequence")
     layers = sorted({check_layer(model, layer) for layer in layers})
-    hf, deepest = model.hf_model, layers[-1]
     device = model.cfg.device
     out: dict[int, list] = {layer: [None] * len(sequences) for layer in layers}
-    for batch in tqdm(_batches([len(s) for s in sequences], batch_size), disable=not progress, desc="activations"):
-        width = max(len(sequences[i]) for i in batch)
-        ids = torch.zeros(len(batch), width, dtype=torch.long)
-        mask = torch.zeros(len(batch), width, dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-            mask[row, : len(sequences[i])] = 1
-        captured = {}
-
-        def grab(layer):
-            def hook(module, inputs, output):
-                captured[layer] = (output[0] if isinstance(output, tuple) else output).detach()
-                if layer == deepest:
-                    raise _Stop
-
-            return hook
-
-        handles = [hf.model.layers[layer].register_forward_hook(grab(layer)) for layer in layers]
-        try:
-            hf.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-        except _Stop:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
+    for batch in tqdm(length_batches([len(s) for s in sequences], batch_size), disable=not progress,
+                      desc="activations"):
+        ids, mask = right_padded([sequences[i] for i in batch])
+        captured = block_outputs(model.hf_model, ids.to(device), mask.to(device), layers)
         for layer in layers:
             acts = captured[layer].float().cpu()
             for row, i in enumerate(batch):
