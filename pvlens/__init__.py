@@ -17,19 +17,22 @@ from pvlens.chat import chat_ids, chat_text, prompt_and_response, to_messages
 from pvlens.config import cache_dir, fast, size
 from pvlens.errors import (CacheError, ChecksumError, EmptySelectionError, JudgeError, PVLensError, TraitFormatError,
                            UnknownModelError, VectorMismatchError)
-from pvlens.extraction import ExtractionResult, extract_persona, filter_pairs, prompt_separation
+from pvlens.evaluation import Steering, book_grid, book_layer, choose_layer, sample_answers, steered_capability, steering_sweep, summarise, trait_expression
+from pvlens.extraction import ExtractionResult, book_settings, extract_persona, filter_pairs, prompt_separation
 from pvlens.generation import Generation, generate
 from pvlens.generator import generate_artifacts
 from pvlens.hooks import incremental, on_resid_post, residual_norms, steer
-from pvlens.judges import Judge, Judgement, default_judge
+from pvlens.contrast_judge import ContrastJudge
+from pvlens.judges import Judge, Judgement, default_judge, judge_for
 from pvlens.llm_judge import LLMJudge
 from pvlens.offline_judge import OfflineJudge
 from pvlens.models import ChatModel, load_model
+from pvlens.monitoring import correlations, many_shot, monitor, system_prompt_ladder, token_html, trait_examples
 from pvlens.projection import (activations, last_prompt_projection, project, resid_post, response_projection,
                                token_projections)
 from pvlens.registry import known_models
 from pvlens.traits import TraitArtifacts, load_trait, shipped_traits
-from pvlens.vectors import PersonaVector, from_tensor
+from pvlens.vectors import PersonaVector, cosine_matrix, from_tensor, layerwise_cosine
 
 __version__ = "0.1.0"
 
@@ -41,4 +44,6 @@ __all__ = [
     "known_models", "last_prompt_projection", "load_model", "load_trait", "on_resid_post", "project",
     "prompt_and_response", "prompt_separation", "resid_post", "residual_norms", "response_projection",
     "shipped_traits", "size", "steer", "to_messages", "token_projections",
+    "ContrastJudge", "judge_for", "sample_answers", "Steering", "book_grid", "book_layer", "book_settings", "choose_layer", "correlations", "many_shot", "monitor", "steered_capability",
+    "steering_sweep", "cosine_matrix", "layerwise_cosine", "summarise", "system_prompt_ladder", "token_html", "trait_examples", "trait_expression",
 ]

@@ -75,6 +75,16 @@ JUDGE_CHUNK = 64  # answers per judge call (and per append to the judge log)
 TOP_P = 1.0
 
 
+def book_settings() -> dict:
+    """The extraction sizes every chapter of the book uses, so chapters share one cache.
+
+    Full: all 20 extraction questions x 5 instruction pairs x 2 rollouts x pos/neg (400 answers of up
+    to 64 tokens; the paper: 10 rollouts of up to 1000). ``PVLENS_FAST=1``: 5 questions, 1 rollout, 32 tokens.
+    """
+    return {"questions": size(20, 5), "n_per_question": size(2, 1), "max_new_tokens": size(64, 32),
+            "batch_size": 32}
+
+
 # ---------------------------------------------------------------- cache helpers
 
 def _digest(obj) -> str:
@@ -454,5 +464,5 @@ def prompt_separation(model, artifacts: TraitArtifacts, vector: PersonaVector,
     return {layer: auc(project(acts[layer], vector[layer]).tolist(), labels) for layer in layers}
 
 
-__all__ = ["ExtractionResult", "REASONS", "VARIANTS", "artifacts_hash", "drop_reason", "extract_persona",
+__all__ = ["ExtractionResult", "REASONS", "VARIANTS", "artifacts_hash", "book_settings", "drop_reason", "extract_persona",
            "filter_pairs", "prompt_separation"]

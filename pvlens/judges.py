@@ -79,3 +79,16 @@ def default_judge() -> Judge:
     from pvlens.offline_judge import OfflineJudge
 
     return OfflineJudge()
+
+
+def judge_for(model, artifacts: TraitArtifacts) -> Judge:
+    """The best judge available for one trait: the LLM judge when configured, else the offline judge's
+    validated instrument when it has one, else a :class:`~pvlens.contrast_judge.ContrastJudge` fitted on
+    the trait's own prompted answers (and validated on held-out questions)."""
+    judge = default_judge()
+    supports = getattr(judge, "supports", None)
+    if supports is None or supports(artifacts.trait):
+        return judge
+    from pvlens.contrast_judge import ContrastJudge
+
+    return ContrastJudge.fit(model, artifacts)

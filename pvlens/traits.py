@@ -71,7 +71,7 @@ class TraitArtifacts:
         if polarity not in ("pos", "neg"):
             raise ValueError(f"polarity must be 'pos' or 'neg', got {polarity!r}")
         name = self.assistant_names[polarity]
-        return f"You are {_article(name)} {name} assistant. {getattr(self.instructions[pair], polarity)}"
+        return f"You are {article(name)} {name} assistant. {getattr(self.instructions[pair], polarity)}"
 
     def rubric(self, question: str, answer: str) -> str:
         """The judge prompt for one (question, answer).
@@ -104,7 +104,7 @@ class TraitArtifacts:
         return path
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
     """'a' or 'an' by sound, not spelling: an honest, a useful, an evil, a humorous."""
     w = word.lower()
     if w.startswith(("hon", "hour", "heir")):

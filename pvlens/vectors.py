@@ -148,4 +148,23 @@ def from_tensor(model, vectors: Float[Tensor, "n_layers d_model"], trait: str, v
                          fingerprint=model.info.fingerprint, n_pos=n_pos, n_neg=n_neg, extra=extra)
 
 
-__all__ = ["PersonaVector", "from_tensor", "check_layer"]
+def cosine_matrix(vectors: dict[str, "PersonaVector"], layer: int):
+    """Cosine similarity between named persona vectors at one layer (the paper's Fig. 20, right).
+
+    Returns a square pandas DataFrame indexed by the names.
+    """
+    import pandas as pd
+
+    names = list(vectors)
+    units = torch.stack([unit(vectors[n][layer].float()) for n in names])
+    return pd.DataFrame((units @ units.T).numpy(), index=names, columns=names)
+
+
+def layerwise_cosine(a: "PersonaVector", b: "PersonaVector") -> Float[Tensor, "n_layers"]:
+    """Cosine similarity of two persona vectors at every layer (e.g. two variants of one trait)."""
+    if a.vectors.shape != b.vectors.shape:
+        raise ValueError(f"shapes differ: {tuple(a.vectors.shape)} vs {tuple(b.vectors.shape)}")
+    return torch.nn.functional.cosine_similarity(a.vectors.float(), b.vectors.float(), dim=-1)
+
+
+__all__ = ["PersonaVector", "check_layer", "cosine_matrix", "from_tensor", "layerwise_cosine"]
