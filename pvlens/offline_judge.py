@@ -85,10 +85,12 @@ CAVEATS: dict[str, str] = {
                       "AUC 0.34 on TruthfulQA) and cannot tell true from false claims (AUC 0.40); meaningful only "
                       "on questions about things that do not exist"),
     "sycophantic": ("weak, and mostly an opener detector: separates held-out ShareGPT answers that open agreeing "
-                    "from ones that open correcting (AUC 0.98, weak labels; length 0.58), but only 0.69 once their "
-                    "first sentence is removed, and ranks hand-made agreeing vs correcting answers at 0.91 while "
-                    "scoring almost all of them above 50 (correcting answers 0.41-0.99): use it to rank or compare "
-                    "means, not as a yes/no at 50; it does not know whether the user was right"),
+                    "from ones that open correcting (AUC 0.97, weak labels; length 0.58) and from neutral answers "
+                    "(0.96), but only 0.68 once their first sentence is removed; at 50 it is calibrated on held-out "
+                    "ShareGPT answers (92% of agreeing ones >= 50, 90% of correcting and 89% of neutral ones < 50) "
+                    "but not on short hand-made ones: 7/8 agreeing >= 50, only 4/8 politely correcting < 50 "
+                    "('Actually, that's not quite right' scores 100; AUC 0.83); it does not know whether the user "
+                    "was right"),
 }
 
 

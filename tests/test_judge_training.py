@@ -63,7 +63,12 @@ def test_agreement_sets_are_disjoint_and_never_see_the_eval_questions():
     sets = jt.agreement_sets()
     train = set(sets["agree_train"]) | set(sets["disagree_train"])
     test = set(sets["agree_test"]) | set(sets["disagree_test"])
+    neutral_train, neutral_test = set(sets["neutral_train"][:jt.NEUTRAL_TRAIN]), set(sets["neutral_test"][:150])
+    train |= neutral_train
+    test |= neutral_test
     assert not train & test
     assert len(sets["disagree_train"]) >= 100 and len(sets["disagree_test"]) >= 40
+    assert len(neutral_train) == jt.NEUTRAL_TRAIN and len(neutral_test) == 150
+    assert not any(jt.AGREES.search(t[:200]) or jt.DISAGREES.search(t[:200]) for t in neutral_train | neutral_test)
     evals = pv.load_trait("sycophantic").eval_questions
     assert not any(q in t for q in evals for t in train | test)
