@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
-from pvlens.config import cache_dir, size
+from pvlens.config import cache_dir, fast, size
 from pvlens.errors import JudgeError
 from pvlens.judges import Judgement, check_pairs
 from pvlens.stats import auc
@@ -36,8 +36,9 @@ from pvlens.traits import N_PAIRS, TraitArtifacts
 
 
 def prompted_answers(model, artifacts: TraitArtifacts, split: str, n_per_question: int,
-                     max_new_tokens: int) -> tuple[list[str], list[int]]:
-    """Answers to one split's questions under every positive (label 1) and negative (label 0) prompt."""
+                     max_new_tokens: int, questions: int | None = None) -> tuple[list[str], list[int]]:
+    """Answers to one split's (first ``questions``) questions under every positive (label 1) and negative
+    (label 0) prompt."""
     from pvlens.chat import to_messages
     from pvlens.evaluation import sample_answers
 
@@ -45,7 +46,8 @@ def prompted_answers(model, artifacts: TraitArtifacts, split: str, n_per_questio
     for pair in range(N_PAIRS):
         for polarity in ("pos", "neg"):
             system = artifacts.system_prompt(pair, polarity)
-            frame = sample_answers(model, artifacts, [to_messages(q, system) for q in artifacts.questions(split)],
+            asked = artifacts.questions(split)[:questions]
+            frame = sample_answers(model, artifacts, [to_messages(q, system) for q in asked],
                                    n_per_question=n_per_question, max_new_tokens=max_new_tokens, progress=False)
             texts += [a.strip() for a in frame["answer"]]
             labels += [int(polarity == "pos")] * len(frame)
@@ -66,22 +68,32 @@ class ContrastJudge:
 
     @classmethod
     def fit(cls, model, artifacts: TraitArtifacts, *, n_per_question: int | None = None,
-            max_new_tokens: int | None = None, min_auc: float = 0.7) -> ContrastJudge:
-        """Sample the prompted answers, train the probe on the extraction split, validate on the eval split."""
+            max_new_tokens: int | None = None, questions: int | None = None,
+            min_auc: float | None = None) -> ContrastJudge:
+        """Sample the prompted answers, train the probe on the extraction split, validate on the eval split.
+
+        Defaults: 1 answer per (question, prompt) of up to 64 tokens on all 20 + 20 questions, refusing below a
+        held-out AUC of 0.7. ``PVLENS_FAST=1`` (a check of the code path, not of the result): 6 + 6
+        questions, 32 tokens, and no refusal (``min_auc`` 0), since 60 held-out answers cannot settle it.
+        """
         from pvlens.evaluation import digest
         from pvlens.extraction import _slug, artifacts_hash
         from pvlens.offline_judge import Probe, encoder, train_probe
 
         n_per_question = size(1, 1) if n_per_question is None else n_per_question
         max_new_tokens = size(64, 32) if max_new_tokens is None else max_new_tokens
-        settings = {"n": n_per_question, "max_new_tokens": max_new_tokens, "encoder": encoder().name}
+        questions = size(20, 6) if questions is None else questions
+        min_auc = (0.0 if fast() else 0.7) if min_auc is None else min_auc
+        settings = {"n": n_per_question, "max_new_tokens": max_new_tokens, "questions": questions,
+                    "encoder": encoder().name}
         key = digest({**settings, "artifacts": artifacts_hash(artifacts), "model": model.info.fingerprint})[:10]
         path = cache_dir("contrast-judge", _slug(model.info.name)) / f"{artifacts.trait}-{key}.safetensors"
         if path.exists():
             probe = Probe.load(path)
         else:
-            train_texts, train_labels = prompted_answers(model, artifacts, "extract", n_per_question, max_new_tokens)
-            held_texts, held_labels = prompted_answers(model, artifacts, "eval", n_per_question, max_new_tokens)
+            train_texts, train_labels = prompted_answers(model, artifacts, "extract", n_per_question, max_new_tokens,
+                                                         questions)
+            held_texts, held_labels = prompted_answers(model, artifacts, "eval", n_per_question, max_new_tokens, questions)
             positives = [t for t, y in zip(train_texts, train_labels) if y]
             negatives = [t for t, y in zip(train_texts, train_labels) if not y]
             if not positives or not negatives:

@@ -159,3 +159,22 @@ def test_cosine_helpers(model, direction):
 
 def test_monitoring_module_is_documented():
     assert "last prompt token" in monitoring.__doc__ and "Table 2" in monitoring.__doc__
+
+
+def test_contrast_judge_fits_validates_caches_and_refuses(model, cache):
+    from pvlens.errors import JudgeError
+
+    with pytest.raises(JudgeError, match="separates held-out positive from negative answers only at AUC"):
+        pv.ContrastJudge.fit(model, ARTIFACTS, max_new_tokens=6, questions=2, min_auc=1.01)
+    (probe,) = cache.glob("contrast-judge/*/evil-*.safetensors")  # fitted once, kept although refused
+    judge = pv.ContrastJudge.fit(model, ARTIFACTS, max_new_tokens=6, questions=2, min_auc=0.0)
+    assert judge.validation["n_train"] == 20 and judge.validation["n_heldout"] == 20
+    assert 0.0 <= judge.validation["heldout_auc"] <= 1.0 and judge.name.startswith("contrast:evil:")
+    scores = judge.judge(ARTIFACTS, ["q", "q"], ["Hurt them all.", ""], progress=False)
+    assert 0 <= scores[0].trait <= 100 and scores[1].trait is None
+    with pytest.raises(JudgeError, match="fitted for 'evil'"):
+        judge.judge(pv.load_trait("impolite"), ["q"], ["a"], progress=False)
+
+
+def test_judge_for_prefers_the_offline_instrument_when_it_has_one(model):
+    assert isinstance(pv.judge_for(model, pv.load_trait("evil")), pv.OfflineJudge)
