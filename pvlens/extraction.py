@@ -446,9 +446,9 @@ def extract_persona(model, artifacts: TraitArtifacts, judge: Judge, *, n_per_que
 
 # ---------------------------------------------------------------- held-out check
 
-def prompt_separation(model, artifacts: TraitArtifacts, vector: PersonaVector,
+def prompt_separation(model, artifacts: TraitArtifacts, vector: PersonaVector | dict[str, PersonaVector],
                       split: Literal["extract", "eval"] = "eval", layers: Sequence[int] | None = None,
-                      questions: int | None = None, batch_size: int = 16) -> dict[int, float]:
+                      questions: int | None = None, batch_size: int = 16) -> dict:
     """How well the vector tells the positive system prompts from the negative ones, before any answer.
 
     Every ``split`` question (or the first ``questions`` of them) is asked under each instruction
@@ -456,8 +456,13 @@ def prompt_separation(model, artifacts: TraitArtifacts, vector: PersonaVector,
     unit direction at each layer is scored, and the result is the AUC of positive vs negative per
     layer (1.0: every positive prompt projects higher; 0.5: chance). The forward pass stops at the
     deepest layer asked for.
+
+    ``vector`` may also be a dict of named vectors (e.g. the three variants): the prompts are run
+    once and the result is ``{name: {layer: auc}}``.
     """
-    vector.check(model)
+    named = vector if isinstance(vector, dict) else {None: vector}
+    for v in named.values():
+        v.check(model)
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     asked = artifacts.questions(split)[:questions]
     conversations, labels = [], []
@@ -468,7 +473,9 @@ def prompt_separation(model, artifacts: TraitArtifacts, vector: PersonaVector,
                                       {"role": "user", "content": question}])
                 labels.append(int(pol == "pos"))
     acts = activations(model, conversations, layers, positions="last", batch_size=batch_size)
-    return {layer: auc(project(acts[layer], vector[layer]).tolist(), labels) for layer in layers}
+    out = {name: {layer: auc(project(acts[layer], v[layer]).tolist(), labels) for layer in layers}
+           for name, v in named.items()}
+    return out if isinstance(vector, dict) else out[None]
 
 
 __all__ = ["ExtractionResult", "REASONS", "VARIANTS", "artifacts_hash", "book_settings", "drop_reason", "extract_persona",

@@ -113,6 +113,9 @@ def monitor(model, artifacts: TraitArtifacts, judge: Judge, vector, layer: int,
 def correlations(frame: pd.DataFrame, min_sd: float = 1.0) -> dict:
     """Table 2's statistics for a :func:`monitor` frame: overall and within-condition Pearson r.
 
+    Also ``overall_p``, the two-sided p-value of the overall r (scipy), so a chapter can say whether
+    its r is distinguishable from zero at its sample size.
+
     Within-condition r is computed inside each condition and averaged, skipping conditions whose
     trait scores have a standard deviation below ``min_sd`` (the paper's rule). Rows without a
     score are dropped first.
@@ -122,7 +125,11 @@ def correlations(frame: pd.DataFrame, min_sd: float = 1.0) -> dict:
     for _, group in scored.groupby("condition"):
         if len(group) >= 3 and group["trait"].std() >= min_sd and group["projection"].std() > 0:
             within.append(pearson(group["projection"], group["trait"]))
+    from scipy.stats import pearsonr
+
+    overall = pearsonr(scored["projection"], scored["trait"]) if len(scored) >= 3 else None
     return {"overall_r": pearson(scored["projection"], scored["trait"]), "n": len(scored),
+            "overall_p": float(overall.pvalue) if overall is not None else float("nan"),
             "within_r": float(np.mean(within)) if within else float("nan"), "conditions_used": len(within),
             "conditions": scored["condition"].nunique()}
 

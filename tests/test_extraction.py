@@ -289,3 +289,10 @@ def test_remote_rollouts(model, tmp_path, monkeypatch):
     assert (frame["answer"] == frame["polarity"].map({"pos": "Cruel plan.", "neg": "Kind plan."})).all()
     assert err.value.result.settings["rollouts"]["engine"] == "remote"
     assert isinstance(NoScoreJudge(), Judge)
+
+
+def test_prompt_separation_of_several_vectors_runs_the_prompts_once(model, run):
+    named = {v: run.result.vectors[v] for v in ("prompt_last", "response_avg")}
+    both = prompt_separation(model, ARTIFACTS, named, layers=[4, LAYER], questions=4)
+    assert set(both) == set(named)
+    assert both["prompt_last"] == prompt_separation(model, ARTIFACTS, named["prompt_last"], layers=[4, LAYER], questions=4)
