@@ -57,7 +57,7 @@ book: models
 
 # The whole test suite: unit/integration tests; every chapter executed at CI size (on a copy, so the
 # committed notebooks keep no outputs); then the book built from those executed notebooks, in Chromium.
-FAST_BOOK := _build/fast
+FAST_BOOK := fast-book
 test: models-all
 	$(PY) -m pytest -q tests --ignore=tests/browser
 	rm -rf $(FAST_BOOK) && mkdir -p $(FAST_BOOK) && cp -r book $(FAST_BOOK)/

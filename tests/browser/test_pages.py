@@ -1,7 +1,7 @@
 """The built book in a real browser: every page loads without console errors, shows its figures, no cell raised.
 
 ``make test`` executes every chapter in fast mode (nbmake ``--overwrite`` on a copy of the book under
-``_build/fast/``), then runs this file with ``PVLENS_EXECUTED_BOOK`` pointing at that copy: the test builds
+``fast-book/``), then runs this file with ``PVLENS_EXECUTED_BOOK`` pointing at that copy: the test builds
 HTML from the executed notebooks (Jupyter Book with execution off) and opens each page in headless Chromium
 through Debian's ``chromium`` and ``chromium-driver`` (the Makefile installs them when missing and it may).
 ``PVLENS_BUILT_BOOK=_build/html`` checks an already-built book instead (for example after ``make book``).
