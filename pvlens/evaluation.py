@@ -42,16 +42,11 @@ from pvlens.config import cache_dir, fast, size
 from pvlens.errors import JudgeError
 from pvlens.generation import complete_sentences, generate
 from pvlens.hooks import steer
-from pvlens.jsonl import AppendLog
+from pvlens.jsonl import AppendLog, digest
 from pvlens.judges import Judge, Judgement
 from pvlens.traits import TraitArtifacts
 
 JUDGE_CHUNK = 64
-
-
-def digest(obj) -> str:
-    """A short, stable hash of a JSON-able object."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def tensor_digest(tensor: Tensor) -> str:

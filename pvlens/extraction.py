@@ -40,7 +40,6 @@ full run reuses it. One process per cache folder at a time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -59,7 +58,7 @@ from pvlens.chat import chat_ids, encode, prompt_and_response
 from pvlens.config import cache_dir, fast, size
 from pvlens.errors import EmptySelectionError, JudgeError, PVLensError
 from pvlens.generation import complete_sentences, generate
-from pvlens.jsonl import AppendLog
+from pvlens.jsonl import AppendLog, digest
 from pvlens.judges import Judge, Judgement
 from pvlens.projection import activations, project, resid_post
 from pvlens.stats import auc
@@ -95,7 +94,7 @@ def book_settings() -> dict:
 # ---------------------------------------------------------------- cache helpers
 
 def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+    return digest(obj, 12)  # 12 characters: the length every existing extraction cache was keyed with
 
 
 def _slug(text: str) -> str:

@@ -8,6 +8,7 @@ simply recomputed. Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -46,3 +47,8 @@ class AppendLog:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def digest(obj, length: int = 16) -> str:
+    """A short, stable hash of a JSON-able object: the cache key of every log record and folder."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:length]
