@@ -21,7 +21,11 @@ from pvlens.evaluation import Steering, book_grid, book_layer, choose_layer, sam
 from pvlens.extraction import ExtractionResult, book_settings, extract_persona, filter_pairs, prompt_separation
 from pvlens.generation import Generation, generate
 from pvlens.generator import generate_artifacts
-from pvlens.hooks import incremental, on_resid_post, residual_norms, steer
+from pvlens.hooks import ablate, incremental, on_resid_post, residual_norms, steer
+from pvlens.datasets import DatasetError, load_dataset, read_dataset
+from pvlens.drift import Persona
+from pvlens.finetuning import (Adapter, Intervention, LoRASettings, TrainingError, book_finetune_settings, book_rows, caft,
+                               finetune, finetuned, l2_projection, preventative)
 from pvlens.contrast_judge import ContrastJudge
 from pvlens.judges import Judge, Judgement, default_judge, judge_for
 from pvlens.llm_judge import LLMJudge
@@ -45,5 +49,6 @@ __all__ = [
     "prompt_and_response", "prompt_separation", "resid_post", "residual_norms", "response_projection",
     "shipped_traits", "size", "steer", "to_messages", "token_projections",
     "ContrastJudge", "judge_for", "sample_answers", "Steering", "book_grid", "book_layer", "book_settings", "choose_layer", "correlations", "many_shot", "monitor", "steered_capability",
-    "steering_sweep", "cosine_matrix", "layerwise_cosine", "summarise", "system_prompt_ladder", "token_html", "trait_examples", "trait_expression",
+    "steering_sweep", "ablate", "DatasetError", "load_dataset", "read_dataset", "Adapter", "Intervention",
+    "LoRASettings", "Persona", "TrainingError", "book_finetune_settings", "book_rows", "caft", "finetune", "finetuned", "l2_projection", "preventative", "cosine_matrix", "layerwise_cosine", "summarise", "system_prompt_ladder", "token_html", "trait_examples", "trait_expression",
 ]

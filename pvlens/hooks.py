@@ -207,6 +207,30 @@ def steer(model, vectors, layers: int | Sequence[int] | Literal["all"], alpha: f
         yield
 
 
+@contextmanager
+def ablate(model, vectors, layers: int | Sequence[int] | Literal["all"] = "all") -> Iterator[None]:
+    """Remove the component along ``v/|v|`` from the residual stream after each block in ``layers``.
+
+    ``h <- h - (h . q) q`` with ``q`` the unit vector, at every position: the directional ablation of
+    CAFT (concept-ablation finetuning, Casademunt et al. 2025; paper J.4), which the paper applies at
+    all layers during training. ``vectors`` as in :func:`steer` (per-layer vectors ablate each layer's
+    own direction). No coefficient: the projection is set to zero.
+    """
+    per_layer = _as_layer_vectors(model, vectors, layers)
+    device = model.cfg.device
+    directions = {layer: unit(v.to(device=device, dtype=torch.float32)) for layer, v in per_layer.items()}
+
+    def remove(q: Tensor) -> Callable[[Tensor], Tensor]:
+        def fn(hidden: Tensor) -> Tensor:
+            qd = q.to(hidden.dtype)
+            return hidden - (hidden @ qd).unsqueeze(-1) * qd
+
+        return fn
+
+    with _stack([on_resid_post(model, layer, remove(q)) for layer, q in directions.items()]):
+        yield
+
+
 def incremental(vectors: Float[Tensor, "n_layers d_model"]) -> Float[Tensor, "n_layers d_model"]:
     """The paper's all-layer vectors ``v_l - v_{l-1}`` (J.3): added at every layer, they sum to ``v_l``.
 
