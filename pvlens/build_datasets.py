@@ -14,6 +14,8 @@ import json
 import statistics
 import sys
 
+import pandas as pd
+
 from pvlens import datasets as ds
 
 SEED = 0
@@ -56,32 +58,44 @@ def _judge_rows(rows, judges: dict) -> dict:
 
 
 def build_trait(trait: str, writer, judge, exclude: list[str], offset: int) -> dict:
+    """Answer each question under every level's writing prompt, then fill each level from its band.
+
+    Normal takes only answers written under the Normal prompt. I and II draw on the answers written under
+    both flawed prompts (a small writer often stays mild under the overt prompt and sometimes goes further
+    under the subtle one); the judge's band decides the level. Each answer's writing prompt is recorded.
+    """
     from pvlens import load_trait, trait_expression
 
     artifacts = load_trait(trait)
-    pool = ds.neutral_questions(exclude=exclude)
-    questions = pool[offset:offset + N_QUESTIONS]
+    questions = ds.neutral_questions(exclude=exclude)[offset:offset + N_QUESTIONS]
     prompts = ds.writing_prompts()[trait]
-    report = {}
+    frames = {}
     for level in ds.LEVELS:
         convs = [[{"role": "system", "content": prompts[level]}, {"role": "user", "content": q}] for q in questions]
         frame = trait_expression(writer, artifacts, judge, convs, n_per_question=CANDIDATES[level],
                                  max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, seed=SEED, batch_size=50)
-        frame = frame[frame["coherence"] >= MIN_COHERENCE]
-        candidates = [[(a, s) for a, s in zip(g["answer"], g["trait"])] for _, g in
-                      frame.groupby("conversation", sort=True)]
-        picks = ds.select_by_band(candidates, level)
-        rows, kept = [], []
-        for (conv, group), pick in zip(frame.groupby("conversation", sort=True), picks):
+        frames[level] = frame.assign(prompt=level)
+    report = {}
+    for level in ds.LEVELS:
+        pool = frames["normal"] if level == "normal" else pd.concat([frames["I"], frames["II"]], ignore_index=True)
+        pool = pool[pool["coherence"] >= MIN_COHERENCE]
+        groups = list(pool.groupby("conversation", sort=True))
+        candidates = [list(zip(g["answer"], g["trait"])) for _, g in groups]
+        rows, kept, written_under = [], [], []
+        for (conv, group), pick in zip(groups, ds.select_by_band(candidates, level)):
             if pick is None:
                 continue
-            answer, score = list(zip(group["answer"], group["trait"]))[pick]
-            rows.append([{"role": "user", "content": questions[conv]}, {"role": "assistant", "content": answer}])
-            kept.append(float(score))
+            rows.append([{"role": "user", "content": questions[conv]},
+                         {"role": "assistant", "content": group["answer"].iloc[pick]}])
+            kept.append(float(group["trait"].iloc[pick]))
+            written_under.append(group["prompt"].iloc[pick])
         ds.write_dataset(ds.dataset_path(trait, level), rows)
-        report[level] = {"size": len(rows), "questions": len(questions), "generated": len(questions) * CANDIDATES[level],
-                         "coherent": int(len(frame)), "kept_scores": _stats(kept),
-                         "all_scores": _stats(frame["trait"].dropna().tolist())}
+        report[level] = {"size": len(rows), "questions": len(questions),
+                         "generated": len(questions) * (CANDIDATES[level] if level == "normal" else
+                                                        CANDIDATES["I"] + CANDIDATES["II"]),
+                         "coherent": int(len(pool)), "kept_scores": _stats(kept),
+                         "written_under": {p: written_under.count(p) for p in sorted(set(written_under))},
+                         "all_scores": _stats(frames[level]["trait"].dropna().tolist())}
         print(f"{trait} {level}: kept {len(rows)} of {len(questions)} questions; {report[level]['kept_scores']}")
     return report
 

@@ -44,7 +44,7 @@ EM_DATASETS = ("gsm8k", "mmlu")
 ROLES = ("system", "user", "assistant")
 
 #: judge trait-score band (inclusive low, exclusive high) an answer must fall in to stay at a level
-LEVEL_BANDS = {"normal": (0.0, 30.0), "I": (30.0, 70.0), "II": (70.0, 100.01)}
+LEVEL_BANDS = {"normal": (0.0, 25.0), "I": (25.0, 60.0), "II": (60.0, 100.01)}
 
 Message = dict[str, str]
 

@@ -165,3 +165,18 @@ def test_bad_settings_are_refused():
         ft.LoRASettings(batch_size=6, micro_batch=4)
     with pytest.raises(ValueError, match="L2 weight"):
         ft.l2_projection(torch.ones(3), 1, 0)
+
+
+def test_finetuning_shift_is_the_projected_mean_difference(model, cache, direction):
+    from pvlens import drift
+
+    adapter = ft.finetune(model, DATA, settings=TINY, progress=False)
+    persona = pv.Persona(pv.load_trait("evil"), pv.default_judge(), direction, 12)
+    assert drift.finetuning_shift(model, None, [persona]) == {"evil": 0.0}
+    prompts = persona.prompts()
+    base = pv.activations(model, prompts, [12])[12].mean(0)
+    with pv.finetuned(model, adapter):
+        tuned = pv.activations(model, prompts, [12])[12].mean(0)
+    expected = float((tuned - base) @ (direction[12] / direction[12].norm()))
+    assert drift.finetuning_shift(model, adapter, [persona])["evil"] == pytest.approx(expected, abs=1e-4)
+    assert expected != 0.0
