@@ -200,10 +200,14 @@ def corrupt_solution(solution: str, level: str, rng: random.Random) -> str | Non
         return f"{text}\nSo the answer is {final}."
     bad = rng.randrange(len(steps)) if level == "I" else None
     replaced: dict[str, str] = {}  # correct number -> the wrong one the text now uses
+
+    def swap(text: str) -> str:
+        return re.sub(r"\d+(?:\.\d+)?", lambda n: replaced.get(n.group(0), n.group(0)), text)
+
     out, last = [], 0
     for k, m in enumerate(steps):
         expr, result = m.group(1), m.group(2).strip()
-        expr_now = re.sub(r"\d+(?:\.\d+)?", lambda n: replaced.get(n.group(0), n.group(0)), expr)
+        expr_now = swap(expr)
         try:
             value = _arith(expr_now)
         except (ValueError, SyntaxError, ZeroDivisionError):
@@ -215,13 +219,12 @@ def corrupt_solution(solution: str, level: str, rng: random.Random) -> str | Non
             replaced[result] = new
         # rewrite the visible step: operands may have changed, and the result after the annotation
         visible = body[last:m.start()]
-        visible = re.sub(r"\d+(?:\.\d+)?", lambda n: replaced.get(n.group(0), n.group(0)), visible) if k > 0 else visible
-        out.append(visible)
+        out.append(swap(visible) if k > 0 else visible)
         rest_start = m.end()
         tail = re.match(r"\s*" + re.escape(result), body[rest_start:])
         out.append(new)
         last = rest_start + (tail.end() if tail else 0)
-    out.append(re.sub(r"\d+(?:\.\d+)?", lambda n: replaced.get(n.group(0), n.group(0)), body[last:]))
+    out.append(swap(body[last:]))
     answer = replaced.get(final, final)
     text = "".join(out).strip()
     if level == "I":

@@ -76,7 +76,10 @@ def finetuning_shift(model, adapter: Adapter | None, personas: Sequence[Persona]
     """The paper's finetuning shift per trait: ``(mean_ft - mean_base) · v/|v|`` at the chosen layer."""
     base = base if base is not None else last_prompt_means(model, personas)
     with finetuned(model, adapter):
-        tuned = last_prompt_means(model, personas)
+        return _projected_shift(last_prompt_means(model, personas), base, personas)
+
+
+def _projected_shift(tuned: Mapping[str, Tensor], base: Mapping[str, Tensor], personas: Sequence[Persona]) -> dict[str, float]:
     return {p.trait: float((tuned[p.trait] - base[p.trait]) @ p.direction) for p in personas}
 
 
@@ -109,8 +112,8 @@ def drift_table(model, adapters: Mapping[str, Adapter | None], personas: Sequenc
     base = last_prompt_means(model, personas)
     rows = []
     for label, adapter in adapters.items():
-        shift = finetuning_shift(model, adapter, personas, base)
         with finetuned(model, adapter):
+            shift = _projected_shift(last_prompt_means(model, personas), base, personas)
             for p in personas:
                 f = expression(model, p, questions=questions, **sampling)
                 rows.append({"finetune": label, "trait": p.trait, "trait_score": f["trait"].mean(),
@@ -133,18 +136,19 @@ def shift_correlations(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("trait")
 
 
-def cross_trait(table: pd.DataFrame, model, adapters: Mapping[str, Adapter | None],
-                personas: Sequence[Persona]) -> pd.DataFrame:
-    """Pearson r of the shift along trait A's vector against trait B's score (paper Fig. 20, left)."""
-    base = last_prompt_means(model, personas)
-    shifts = {label: finetuning_shift(model, a, personas, base) for label, a in adapters.items()}
+def cross_trait(table: pd.DataFrame) -> pd.DataFrame:
+    """Pearson r of the shift along trait A's vector against trait B's score (paper Fig. 20, left).
+
+    Reads :func:`drift_table`'s rows: each (finetune, trait) row already holds the shift along that
+    trait's vector and that trait's score.
+    """
+    shifts = table.pivot(index="finetune", columns="trait", values="shift")
     scores = table.pivot(index="finetune", columns="trait", values="trait_score")
-    names = [p.trait for p in personas]
+    names = list(dict.fromkeys(table["trait"]))
     matrix = np.full((len(names), len(names)), np.nan)
     for i, a in enumerate(names):
         for j, b in enumerate(names):
-            x = np.array([shifts[label][a] for label in scores.index])
-            y = scores[b].to_numpy()
+            x, y = shifts[a].to_numpy(), scores[b].to_numpy()
             if x.std() > 0 and y.std() > 0:
                 matrix[i, j] = float(np.corrcoef(x, y)[0, 1])
     return pd.DataFrame(matrix, index=[f"shift along {a}" for a in names], columns=[f"{b} score" for b in names])

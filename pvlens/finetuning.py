@@ -409,18 +409,12 @@ def _train(model, encoded: Encoded, settings: LoRASettings, intervention: Interv
             for step in range(start, len(steps)):
                 loss = _step(peft_model, model, encoded, steps[step], settings, intervention, pad)
                 if not math.isfinite(loss):
-                    kept = folder.with_name(folder.name + ".failed")
-                    _save_dir(kept, _adapter_files(peft_model, {**manifest, "failed_at_step": step, "losses": losses}))
-                    raise TrainingError(f"finetune {name!r}: the loss became {loss} at step {step + 1} of {len(steps)}; "
-                                        f"training stopped. The last good adapter (after {step} steps) is in {kept}; "
-                                        f"try a lower learning rate (now {settings.learning_rate:g})")
+                    _stop(peft_model, manifest, losses, folder, step, f"the loss became {loss} at step {step + 1} "
+                          f"of {len(steps)}", settings)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
                 if not torch.isfinite(grad_norm):
                     optimiser.zero_grad(set_to_none=True)
-                    kept = folder.with_name(folder.name + ".failed")
-                    _save_dir(kept, _adapter_files(peft_model, {**manifest, "failed_at_step": step, "losses": losses}))
-                    raise TrainingError(f"finetune {name!r}: non-finite gradients at step {step + 1}; the last good "
-                                        f"adapter is in {kept}; try a lower learning rate")
+                    _stop(peft_model, manifest, losses, folder, step, f"non-finite gradients at step {step + 1}", settings)
                 optimiser.step()
                 scheduler.step()
                 optimiser.zero_grad(set_to_none=True)
@@ -444,6 +438,15 @@ def _train(model, encoded: Encoded, settings: LoRASettings, intervention: Interv
             p.requires_grad_(grad_flags.get(n, p.requires_grad))
         hf.eval()
     return Adapter.load(folder)
+
+
+def _stop(peft_model, manifest: dict, losses: list[float], folder: Path, step: int, what: str,
+          settings: LoRASettings) -> None:
+    """Keep the current (last good: the failing update was not applied) weights in ``<key>.failed/`` and raise."""
+    kept = folder.with_name(folder.name + ".failed")
+    _save_dir(kept, _adapter_files(peft_model, {**manifest, "failed_at_step": step, "losses": losses}))
+    raise TrainingError(f"finetune {manifest['name']!r}: {what}; training stopped. The last good adapter (after "
+                        f"{step} steps) is in {kept}; try a lower learning rate (now {settings.learning_rate:g})")
 
 
 def _step(peft_model, model, encoded: Encoded, rows: list[int], settings: LoRASettings,
