@@ -1,5 +1,6 @@
 """The ``pvlens`` command line: ``pvlens fetch [MODEL...]``, ``pvlens info [MODEL]``,
-``pvlens capability [MODEL] [-n N]`` and ``pvlens generate-trait NAME --description TEXT --out FILE.json``."""
+``pvlens capability [MODEL] [-n N]``, ``pvlens generate-trait NAME --description TEXT --out FILE.json``,
+``pvlens extract TRAIT`` and ``pvlens screen DATA.jsonl --trait TRAIT``."""
 
 from __future__ import annotations
 
@@ -88,6 +89,54 @@ def _extract(args) -> None:
     print("  " + "  ".join(f"{layer}:{value:.2f}" for layer, value in aucs.items()))
 
 
+def _screen(args) -> int:
+    """``pvlens screen``: score a chat JSONL by ΔP (or the prompt-only proxy); 3 when a threshold is exceeded."""
+    import pandas as pd
+
+    from pvlens import screening
+    from pvlens.models import load_model
+
+    report = screening.read_samples(args.data)  # before loading a model: a bad file fails in a second
+    settings = screening.ScreenSettings(proxy=args.proxy, max_tokens=args.max_tokens, chunk_size=args.chunk_size,
+                                        max_batch_tokens=max(args.max_batch_tokens, args.max_tokens),
+                                        base_max_new_tokens=args.base_max_new_tokens)
+    model = load_model(args.model)
+    if args.vector:
+        from pvlens.vectors import PersonaVector
+
+        if args.layer is None or len(args.trait) != 1:
+            raise PVLensError("--vector needs exactly one --trait (its name) and --layer")
+        vector = PersonaVector.load(args.vector, model)
+        probes = [screening.Probe.from_vector(args.trait[0], vector[args.layer], args.layer)]
+    else:
+        probes = [screening.trait_probe(model, trait, args.layer) for trait in args.trait]
+    engine = None
+    if args.engine == "ray":
+        from pvlens.screen_ray import ray_engine
+
+        engine = ray_engine(model, probes, settings, address=args.ray_address, replicas=args.replicas)
+    server = (args.base_model, args.base_url) if args.base_url or args.base_model else None
+    result = screening.screen(model, report, probes, settings, engine=engine, log_path=args.cache, base_server=server)
+    scores = result.scores
+    if args.judge and not scores.empty:
+        judged = pd.concat([screening.judge_samples(model, report.samples, t) for t in args.trait])
+        scores = scores.merge(judged, on=["id", "line", "trait"], how="left")
+    column = "proxy_delta_p" if args.proxy else "delta_p"
+    print(screening.summary_text(result, report.samples, column, args.top))
+    if args.out:
+        print(f"wrote {screening.write_table(scores, args.out)} ({len(scores)} rows)")
+    failures = []
+    for trait, g in scores.groupby("trait") if not scores.empty else []:
+        if args.fail_above is not None and g[column].mean() > args.fail_above:
+            failures.append(f"{trait}: dataset {column} {g[column].mean():.3f} > {args.fail_above}")
+        if args.fail_sample_above is not None and (g[column] > args.fail_sample_above).any():
+            n = int((g[column] > args.fail_sample_above).sum())
+            failures.append(f"{trait}: {n} samples with {column} > {args.fail_sample_above}")
+    for failure in failures:
+        print(f"pvlens screen: threshold exceeded: {failure}", file=sys.stderr)
+    return 3 if failures else 0
+
+
 def _count(text: str) -> str:
     if text != "all" and not (text.isdigit() and int(text) > 0):
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
@@ -134,6 +183,28 @@ def main(argv: list[str] | None = None) -> int:
     ext.add_argument("--seed", type=int, default=0)
     ext.add_argument("--variant", default="response_avg", choices=["response_avg", "prompt_avg", "prompt_last"])
     ext.add_argument("--out", help="save the chosen variant's vectors to this .safetensors file")
+    scr = sub.add_parser("screen", help="score training data by projection difference (ΔP) before finetuning")
+    scr.add_argument("data", help="chat-format JSONL: one {\"messages\": [...]} per line (optional \"id\")")
+    scr.add_argument("--trait", action="append", required=True, help="a shipped trait or trait .json (repeatable)")
+    scr.add_argument("--model", help="default: PVLENS_MODEL or smollm2-135m-instruct")
+    scr.add_argument("--layer", type=int, help="probe layer (default: the book's steering layer for the trait)")
+    scr.add_argument("--vector", help="a .safetensors persona vector (pvlens extract --out) instead of extracting")
+    scr.add_argument("--proxy", action="store_true", help="prompt-only proxy: no base-model responses, no generation")
+    scr.add_argument("--top", type=int, default=10, help="show the N highest-scoring samples (default 10)")
+    scr.add_argument("--out", help="write per-sample scores to FILE.csv or FILE.parquet")
+    scr.add_argument("--judge", action="store_true", help="also score each response with the trait judge")
+    scr.add_argument("--fail-above", type=float, help="exit 3 when a trait's dataset-level score exceeds this")
+    scr.add_argument("--fail-sample-above", type=float, help="exit 3 when any sample's score exceeds this")
+    scr.add_argument("--engine", choices=["local", "ray"], default="local")
+    scr.add_argument("--ray-address", help="Ray cluster address ('auto', 'ray://host:10001'); default: local Ray")
+    scr.add_argument("--replicas", type=int, default=1, help="model replicas on Ray (default 1)")
+    scr.add_argument("--base-url", help="take base responses from this OpenAI-compatible server (vLLM)")
+    scr.add_argument("--base-model", help="the served base model's name (default PVLENS_ROLLOUT_MODEL)")
+    scr.add_argument("--max-tokens", type=int, default=2048, help="skip samples longer than this (default 2048)")
+    scr.add_argument("--max-batch-tokens", type=int, default=8192, help="padded tokens per forward pass")
+    scr.add_argument("--chunk-size", type=int, default=64, help="samples per unit of work / log flush")
+    scr.add_argument("--base-max-new-tokens", type=int, default=128, help="length of base responses (greedy)")
+    scr.add_argument("--cache", help="results log to resume from (default: under the pvlens cache)")
     args = parser.parse_args(argv)
     try:
         if args.command == "fetch":
@@ -148,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             _judge_validate(args)
         elif args.command == "extract":
             _extract(args)
+        elif args.command == "screen":
+            return _screen(args)
         else:
             print("\n".join(registry.known_models()))
     except PVLensError as err:

@@ -31,6 +31,7 @@ from pvlens.finetuning import Adapter, finetuned
 from pvlens.hooks import residual_norms, unit
 from pvlens.judges import Judge
 from pvlens.projection import activations
+from pvlens.stats import pearson_by
 from pvlens.traits import TraitArtifacts
 
 
@@ -64,6 +65,13 @@ class Persona:
 
     def prompts(self, questions: int | None = None) -> list[str]:
         return list(self.artifacts.questions("eval")[:questions])
+
+    @property
+    def probe(self):
+        """The unit vector at the chosen layer as a :class:`pvlens.screening.Probe` (for ΔP screening)."""
+        from pvlens.screening import Probe
+
+        return Probe.from_vector(self.trait, self.vectors[self.layer], self.layer)
 
 
 def last_prompt_means(model, personas: Sequence[Persona]) -> dict[str, Float[Tensor, "d_model"]]:
@@ -123,17 +131,7 @@ def drift_table(model, adapters: Mapping[str, Adapter | None], personas: Sequenc
 
 def shift_correlations(table: pd.DataFrame) -> pd.DataFrame:
     """Pearson r (and two-sided p) of shift against trait score, per trait, over the finetunes in ``table``."""
-    from scipy.stats import pearsonr
-
-    out = []
-    for trait, g in table.groupby("trait", sort=False):
-        ok = g[["shift", "trait_score"]].dropna()
-        if len(ok) >= 3 and ok["shift"].std() > 0 and ok["trait_score"].std() > 0:
-            r, p = pearsonr(ok["shift"], ok["trait_score"])
-        else:
-            r, p = float("nan"), float("nan")
-        out.append({"trait": trait, "pearson_r": float(r), "p": float(p), "n_finetunes": len(ok)})
-    return pd.DataFrame(out).set_index("trait")
+    return pearson_by(table, "shift", "trait_score", by="trait").rename(columns={"n": "n_finetunes"})
 
 
 def cross_trait(table: pd.DataFrame) -> pd.DataFrame:
@@ -179,5 +177,64 @@ def against(persona: Persona, model, alpha: float) -> Steering:
     return Steering(persona.scaled(model), persona.layer, -float(alpha), positions="all", units="raw")
 
 
-__all__ = ["Persona", "against", "base_projection", "capability_of", "cross_trait", "drift_table", "expression",
+# ---------------------------------------------------------------- the book's part II set-up, in one place
+
+BOOK_TRAITS = ("evil", "sycophantic", "hallucinating")
+
+
+def book_personas(model, traits: Sequence[str] = BOOK_TRAITS) -> dict[str, Persona]:
+    """Part I's persona per trait: the ``response_avg`` vectors of the book's extraction, at the layer the
+    steering chapter chose, with the trait's judge (all cached: only a cold cache computes them)."""
+    from pvlens.evaluation import book_layer
+    from pvlens.extraction import book_settings, extract_persona
+    from pvlens.judges import default_judge, judge_for
+    from pvlens.traits import load_trait
+
+    judge, out = default_judge(), {}
+    for trait in traits:
+        artifacts = load_trait(trait)
+        vectors = extract_persona(model, artifacts, judge, progress=False, **book_settings()).vectors["response_avg"]
+        out[trait] = Persona(artifacts, judge_for(model, artifacts), vectors, book_layer(model, artifacts, judge, vectors))
+    return out
+
+
+def book_datasets(full: bool | None = None) -> list[tuple[str, str]]:
+    """The (dataset, level) pairs part II finetunes: every trait and EM-like set at every level, or four in
+    fast mode that cover each code path."""
+    from pvlens.config import fast
+    from pvlens.datasets import EM_DATASETS, LEVELS
+
+    if not (not fast() if full is None else full):
+        return [("evil", "normal"), ("evil", "II"), ("sycophantic", "II"), ("gsm8k", "II")]
+    return [(t, level) for t in BOOK_TRAITS for level in LEVELS] + [(e, level) for e in EM_DATASETS for level in LEVELS]
+
+
+def book_training_sets(full: bool | None = None) -> dict[str, list]:
+    """``{"<dataset> <level>": rows}``: exactly the conversations each part II model is trained on."""
+    from pvlens.datasets import load_dataset
+    from pvlens.finetuning import book_rows
+
+    return {f"{name} {level}": load_dataset(name, level)[:book_rows(full)] for name, level in book_datasets(full)}
+
+
+def book_finetunes(model, full: bool | None = None, progress: bool = True) -> dict[str, Adapter | None]:
+    """``{"base": None, "<dataset> <level>": adapter}`` with the book's settings (trained once, then cached)."""
+    from pvlens.finetuning import book_finetune_settings, finetune
+
+    settings = book_finetune_settings(full)
+    adapters: dict[str, Adapter | None] = {"base": None}
+    for label, rows in book_training_sets(full).items():
+        adapters[label] = finetune(model, rows, settings=settings, name=label.replace(" ", "-"), progress=progress)
+    return adapters
+
+
+def book_drift_table(model, adapters: Mapping[str, Adapter | None], personas: Sequence[Persona]) -> pd.DataFrame:
+    """:func:`drift_table` at the book's size (20 questions x 2 answers; 3 x 1 in fast mode), cached."""
+    from pvlens.config import size
+
+    return drift_table(model, adapters, personas, questions=size(20, 3), n_per_question=size(2, 1))
+
+
+__all__ = ["BOOK_TRAITS", "Persona", "book_datasets", "book_drift_table", "book_finetunes", "book_personas",
+           "book_training_sets", "against", "base_projection", "capability_of", "cross_trait", "drift_table", "expression",
            "finetuning_shift", "last_prompt_means", "posthoc", "shift_correlations", "trait_score_after"]

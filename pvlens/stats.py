@@ -55,3 +55,24 @@ def bootstrap_ci(metric: Callable[..., float], *arrays: Sequence[float], n: int 
             continue
     lo, hi = np.nanpercentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return float(lo), float(hi)
+
+
+def pearson_by(frame, x: str, y: str, by: str | None = None):
+    """Pearson r, two-sided p and n of columns ``x`` against ``y``, per group of ``by`` (or overall).
+
+    Rows with a missing value are dropped; a group with fewer than 3 rows or no spread gets NaN.
+    Returns a pandas DataFrame indexed by group (``"all"`` without ``by``).
+    """
+    import pandas as pd
+
+    groups = frame.groupby(by, sort=False) if by else [("all", frame)]
+    out = []
+    for name, g in groups:
+        a, b = _clean(g[x].to_numpy(dtype=float), g[y].to_numpy(dtype=float))
+        if len(a) >= 3 and a.std() > 0 and b.std() > 0:
+            result = _scipy.pearsonr(a, b)
+            r, p = float(result.statistic), float(result.pvalue)
+        else:
+            r, p = float("nan"), float("nan")
+        out.append({by or "group": name, "pearson_r": r, "p": p, "n": len(a)})
+    return pd.DataFrame(out).set_index(by or "group")

@@ -1,0 +1,489 @@
+"""Sparse autoencoders on the residual stream, and what a persona vector is made of.
+
+The paper (§7, Appendix M) opens its persona vectors with a BatchTopK SAE: each decoder direction is
+a candidate feature, and the features whose directions are closest (by cosine) to a persona vector
+are read through the contexts that activate them most, and steered with one at a time.
+
+This module does that with sae-lens on a model that runs here:
+
+- :func:`corpus_windows`: training text, a mix of real chats (ShareGPT, formatted with the model's chat
+  template) and plain English (npm ``nlp-corpus``), tokenized and packed into fixed windows; a train
+  and a held-out split that never share a document;
+- :class:`ActivationStream`: the residual stream after block ``layer`` for those windows, read from the
+  Hugging Face twin with the forward pass stopped at the layer, shuffled in a buffer and served in
+  training batches (sae-lens's ``DataProvider``). Position 0 (the attention sink, whose norm is tens
+  of times the rest) is left out, as SAE trainers usually do;
+- :func:`train_sae`: sae-lens's ``BatchTopKTrainingSAE`` and ``SAETrainer`` with checkpoints that a
+  killed run resumes from; the result is saved in sae-lens's own format (a BatchTopK SAE is saved as
+  a JumpReLU SAE) with a model card, and loads with :func:`load_sae` (``SAE.load_from_disk`` plus a
+  check that the model and hook match);
+- :func:`evaluate_sae`: fraction of variance explained, cross-entropy loss recovered when the
+  reconstruction replaces the activations, L0, dead and dense latents, on held-out windows;
+- :func:`decoder_cosines`, :func:`top_features`, :func:`max_activating`: the decomposition.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from pvlens.errors import PVLensError
+from pvlens.hooks import check_layer, unit
+from pvlens.projection import block_outputs
+
+NLP_CORPUS = ("nlp-corpus", "4.4.0", "099df43749ba6bb26953f98863a5d38ff764648ce21872ceb1515a3eacb5682a")
+
+
+class SAEMismatchError(PVLensError, ValueError):
+    """A checkpoint that does not fit the model or hook it is loaded for."""
+
+
+def hook_name(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_post"
+
+
+# ---------------------------------------------------------------- text
+
+
+def plain_documents() -> list[str]:
+    """English text from npm ``nlp-corpus`` (MIT): 100k sentences in 100 files, joined per file into
+    paragraphs of 8 sentences. One document = one paragraph."""
+    from pvlens.external import npm_members
+
+    docs = []
+    for name, data in npm_members(*NLP_CORPUS, prefix="package/builds/doc-"):
+        sentences = [s.strip() for s in json.loads(data) if isinstance(s, str) and s.strip()]
+        docs += [" ".join(sentences[i:i + 8]) for i in range(0, len(sentences), 8)]
+    return docs
+
+
+def chat_documents(tokenizer, limit: int | None = None) -> list[str]:
+    """ShareGPT first exchanges (user turn + assistant turn), each rendered with the model's chat template."""
+    from pvlens.labelled_data import sharegpt
+
+    return [tokenizer.apply_chat_template([{"role": "user", "content": c.user},
+                                           {"role": "assistant", "content": c.assistant}], tokenize=False)
+            for c in sharegpt(limit=limit)]
+
+
+def _split(docs: list[str], split: str, heldout_fraction: float = 0.1) -> list[str]:
+    """A fixed split by position: the last ``heldout_fraction`` of documents is held out."""
+    cut = int(len(docs) * (1 - heldout_fraction))
+    return docs[:cut] if split == "train" else docs[cut:]
+
+
+def pack(tokenizer, docs: Sequence[str], context_size: int, chat: bool, limit: int | None = None) -> list[list[int]]:
+    """Documents tokenized, joined with the end-of-text token and cut into windows of ``context_size``
+    (stopping once ``limit`` windows are full)."""
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    windows = []
+    for doc in docs:
+        if limit is not None and len(windows) >= limit:
+            break
+        stream += tokenizer(doc, add_special_tokens=not chat)["input_ids"] + [eos]
+        while len(stream) >= context_size:
+            windows.append(stream[:context_size])
+            stream = stream[context_size:]
+    return windows
+
+
+def corpus_windows(tokenizer, split: str, n_windows: int, context_size: int = 128, chat_fraction: float = 0.5,
+                   seed: int = 0) -> Float[Tensor, "n_windows context_size"]:
+    """``n_windows`` token windows of the chat/plain mix, shuffled with ``seed`` (train or held-out split)."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    if not 0 <= chat_fraction <= 1:
+        raise ValueError(f"chat_fraction must be in [0, 1], got {chat_fraction}")
+    n_chat = round(n_windows * chat_fraction)
+    want = {"chat": n_chat, "plain": n_windows - n_chat}
+    sources = {"chat": lambda: chat_documents(tokenizer), "plain": plain_documents}
+    windows = []
+    for kind, n in want.items():
+        if n == 0:
+            continue
+        got = pack(tokenizer, _split(sources[kind](), split), context_size, chat=kind == "chat", limit=n)
+        if len(got) < n:
+            raise PVLensError(f"the {split} split has {len(got)} {kind} windows of {context_size} tokens; asked {n}")
+        windows += got[:n]  # documents run in file order: a window never mixes the two splits
+    random.Random(seed).shuffle(windows)
+    return torch.tensor(windows, dtype=torch.long)
+
+
+# ---------------------------------------------------------------- activations
+
+
+@torch.no_grad()
+def layer_activations(model, windows: Tensor, layer: int, batch_size: int = 32) -> Iterator[Float[Tensor, "tokens d"]]:
+    """Residual stream after block ``layer`` for each batch of windows, position 0 dropped, flattened."""
+    for start in range(0, len(windows), batch_size):
+        ids = windows[start:start + batch_size].to(model.cfg.device)
+        acts = block_outputs(model.hf_model, ids, torch.ones_like(ids), [layer])[layer]
+        yield acts[:, 1:].reshape(-1, acts.shape[-1]).float()
+
+
+class ActivationStream:
+    """sae-lens ``DataProvider``: shuffled batches of residual-stream activations, generated on the fly.
+
+    Windows are read in order from ``start_window``; activations fill a buffer of ``buffer_tokens``, which
+    is shuffled (seeded) and served in ``batch_tokens`` batches, refilled when half empty.
+    """
+
+    def __init__(self, model, windows: Tensor, layer: int, batch_tokens: int, buffer_tokens: int = 2 ** 16,
+                 forward_batch: int = 32, seed: int = 0, start_window: int = 0):
+        self.model, self.windows, self.layer = model, windows, check_layer(model, layer)
+        self.batch_tokens, self.buffer_tokens, self.forward_batch = batch_tokens, buffer_tokens, forward_batch
+        self.generator = torch.Generator().manual_seed(seed)
+        self.next_window = start_window
+        self.buffer = torch.empty(0, model.cfg.d_model)
+        self.tokens_read = 0
+        self.seconds_in_model = 0.0
+
+    def _refill(self) -> None:
+        parts = [self.buffer]
+        have = len(self.buffer)
+        while have < self.buffer_tokens:
+            if self.next_window >= len(self.windows):
+                self.next_window = 0  # a second pass over the windows (the run asked for more tokens)
+            start = time.perf_counter()
+            chunk = self.windows[self.next_window:self.next_window + self.forward_batch]
+            acts = next(layer_activations(self.model, chunk, self.layer, self.forward_batch))
+            self.seconds_in_model += time.perf_counter() - start
+            self.next_window += len(chunk)
+            self.tokens_read += len(acts)
+            parts.append(acts)
+            have += len(acts)
+        buffer = torch.cat(parts)
+        self.buffer = buffer[torch.randperm(len(buffer), generator=self.generator)]
+
+    def __iter__(self) -> "ActivationStream":
+        return self
+
+    def __next__(self) -> Float[Tensor, "batch d"]:
+        if len(self.buffer) < max(self.batch_tokens, self.buffer_tokens // 2):
+            self._refill()
+        batch, self.buffer = self.buffer[: self.batch_tokens], self.buffer[self.batch_tokens:]
+        return batch
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class SAERecipe:
+    """Everything that determines a trained SAE (the model card records it)."""
+
+    layer: int
+    d_sae: int = 4608                 # 8 x d_model for SmolLM2-135M
+    k: float = 32                     # BatchTopK: mean active latents per token
+    context_size: int = 128
+    train_tokens: int = 2_000_000
+    batch_tokens: int = 4096
+    buffer_tokens: int = 2 ** 16      # shuffle buffer (activations of ~500 windows)
+    lr: float = 3e-4
+    lr_warm_up_steps: int = 50
+    chat_fraction: float = 0.5
+    seed: int = 0
+    n_checkpoints: int = 4
+    dtype: str = "float32"
+
+    @property
+    def n_windows(self) -> int:
+        return math.ceil(self.train_tokens / (self.context_size - 1))
+
+
+@dataclass
+class TrainedSAE:
+    sae: object  # sae_lens SAE (inference form)
+    path: Path
+    card: dict = field(default_factory=dict)
+
+
+def _trainer(recipe: SAERecipe, d_in: int, stream: ActivationStream, checkpoint_dir: Path):
+    from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    torch.manual_seed(recipe.seed)
+    cfg = BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=recipe.d_sae, k=recipe.k, dtype=recipe.dtype,
+                                     normalize_activations="expected_average_only_in")
+    sae = BatchTopKTrainingSAE(cfg)
+    trainer_cfg = SAETrainerConfig(total_training_samples=recipe.train_tokens,
+                                   train_batch_size_samples=recipe.batch_tokens, lr=recipe.lr, lr_end=recipe.lr,
+                                   lr_warm_up_steps=recipe.lr_warm_up_steps, n_checkpoints=recipe.n_checkpoints,
+                                   checkpoint_path=str(checkpoint_dir), n_batches_for_norm_estimate=20,
+                                   dead_feature_window=250, feature_sampling_window=250)
+    return SAETrainer(trainer_cfg, sae, stream)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint with the most training tokens under ``folder`` (sae-lens names them by token count)."""
+    found = [p for p in folder.glob("*") if p.is_dir() and (p / "cfg.json").exists() and p.name.split("_")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("_")[-1]), default=None)
+
+
+def train_sae(model, recipe: SAERecipe, out_dir: str | Path) -> TrainedSAE:
+    """Train a BatchTopK SAE on the residual stream after block ``recipe.layer`` and save it to ``out_dir``.
+
+    Checkpoints go to ``out_dir/checkpoints``; a run started again with the same recipe resumes from the
+    latest one (weights, optimizer, schedules, firing statistics; the data stream restarts at the next
+    unread window). The folder then holds ``cfg.json`` + ``sae_weights.safetensors`` (sae-lens's format)
+    and ``README.md``/``card.json`` (the model card).
+    """
+    out_dir = Path(out_dir)
+    check_layer(model, recipe.layer)
+    if (out_dir / "card.json").exists():  # finished before: nothing to train
+        return TrainedSAE(load_sae(out_dir, model), out_dir, json.loads((out_dir / "card.json").read_text()))
+    checkpoints = out_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / "recipe.json").write_text(json.dumps(asdict(recipe), indent=1))
+    windows = corpus_windows(model.hf_tokenizer, "train", recipe.n_windows, recipe.context_size,
+                             recipe.chat_fraction, recipe.seed)
+    resume = latest_checkpoint(checkpoints)
+    done_tokens = int(resume.name.split("_")[-1]) if resume else 0
+    stream = ActivationStream(model, windows, recipe.layer, recipe.batch_tokens, recipe.buffer_tokens, seed=recipe.seed,
+                              start_window=done_tokens // (recipe.context_size - 1))
+    trainer = _trainer(recipe, model.cfg.d_model, stream, checkpoints)
+    if resume is not None:
+        trainer.load_trainer_state(resume)
+        trainer.sae.load_weights_from_checkpoint(resume)
+        print(f"resuming from {resume.name} ({done_tokens} of {recipe.train_tokens} tokens)")
+    start = time.perf_counter()
+    trained = trainer.fit()
+    seconds = time.perf_counter() - start
+    trained.cfg.metadata.hook_name = hook_name(recipe.layer)
+    trained.cfg.metadata.model_name = model.info.name
+    trained.cfg.metadata.context_size = recipe.context_size
+    trained.cfg.metadata.prepend_bos = False
+    trained.save_inference_model(out_dir)
+    card = {"model": model.info.name, "model_fingerprint": model.info.fingerprint, "hook": hook_name(recipe.layer),
+            "recipe": asdict(recipe), "training_seconds_this_run": seconds,
+            "training_tokens_per_s_this_run": (recipe.train_tokens - done_tokens) / seconds if seconds else None,
+            "seconds_in_model_forward": stream.seconds_in_model, "resumed_from_tokens": done_tokens,
+            "final_train_l0": trained.cfg.metadata.l0, "final_dead_features": trained.cfg.metadata.num_dead_features}
+    (out_dir / "card.json").write_text(json.dumps(card, indent=1, default=float))
+    return TrainedSAE(load_sae(out_dir, model), out_dir, card)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_sae(path: str | Path, model, layer: int | None = None, allow_other_model: bool = False):
+    """``SAE.load_from_disk(path)``, checked against the model (d_model, name) and the hook it reads.
+
+    ``layer`` (optional) must match the checkpoint's hook. Raises :class:`SAEMismatchError` naming both sides.
+    """
+    from sae_lens import SAE
+
+    path = Path(path)
+    if not (path / "cfg.json").exists():
+        raise SAEMismatchError(f"no SAE checkpoint at {path} (expected cfg.json and sae_weights.safetensors)")
+    sae = SAE.load_from_disk(str(path), device=str(model.cfg.device), dtype="float32")  # committed as float16
+    meta = sae.cfg.metadata
+    if sae.cfg.d_in != model.cfg.d_model:
+        raise SAEMismatchError(f"{path} reads vectors of size {sae.cfg.d_in} ({meta.model_name}, {meta.hook_name}); "
+                               f"{model.info.name} has d_model {model.cfg.d_model}")
+    if meta.model_name and meta.model_name != model.info.name and not allow_other_model:
+        raise SAEMismatchError(f"{path} was trained on {meta.model_name}, not {model.info.name} "
+                               "(pass allow_other_model=True to use it anyway)")
+    if layer is not None and meta.hook_name != hook_name(layer):
+        raise SAEMismatchError(f"{path} reads {meta.hook_name}, not {hook_name(layer)}")
+    if not (meta.hook_name or "").startswith("blocks.") or not meta.hook_name.endswith(".hook_resid_post"):
+        raise SAEMismatchError(f"{path} reads {meta.hook_name!r}; pvlens SAEs read blocks.L.hook_resid_post")
+    return sae
+
+
+def sae_layer(sae) -> int:
+    return int(sae.cfg.metadata.hook_name.split(".")[1])
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_sae(model, sae, windows: Tensor, batch_size: int = 16, dense_threshold: float = 0.1) -> dict:
+    """Held-out quality: variance explained, CE loss recovered, L0, dead and dense latents.
+
+    - fraction of variance explained: ``1 - sum|x - x_hat|^2 / sum|x - mean(x)|^2`` over held-out tokens;
+    - CE loss recovered: ``(CE_zero - CE_sae) / (CE_zero - CE_clean)``, next-token loss with the layer's
+      output replaced by the reconstruction (``CE_sae``) or by zeros (``CE_zero``), position 0 untouched;
+    - dead latents never fire on the held-out tokens; dense ones fire on more than ``dense_threshold`` of them.
+    """
+    layer = sae_layer(sae)
+    hf = model.hf_model
+    sq_err = total = 0.0
+    sums = torch.zeros(model.cfg.d_model, dtype=torch.float64)
+    sq = 0.0
+    n_tokens = 0
+    fires = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
+    active = 0.0
+    ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+    for start in range(0, len(windows), batch_size):
+        ids = windows[start:start + batch_size].to(model.cfg.device)
+        for mode in ("clean", "sae", "zero"):
+            ce[mode] += _ce_with(hf, ids, layer, sae if mode == "sae" else None, zero=mode == "zero") * ids[:, 1:].numel()
+        acts = block_outputs(hf, ids, torch.ones_like(ids), [layer])[layer][:, 1:].reshape(-1, model.cfg.d_model).float()
+        feats = sae.encode(acts)
+        recon = sae.decode(feats)
+        sq_err += float((acts - recon).pow(2).sum())
+        sums += acts.sum(0).double()
+        sq += float(acts.double().pow(2).sum())
+        n_tokens += len(acts)
+        on = feats > 0
+        fires += on.sum(0).double()
+        active += float(on.sum())
+    total = sq - float(sums.pow(2).sum()) / n_tokens
+    n_pred = sum(int(windows[i:i + batch_size, 1:].numel()) for i in range(0, len(windows), batch_size))
+    ce = {k: v / n_pred for k, v in ce.items()}
+    frequency = fires / n_tokens
+    return {"tokens": n_tokens, "fraction_variance_explained": 1 - sq_err / total,
+            "ce_clean": ce["clean"], "ce_with_sae": ce["sae"], "ce_zero_ablation": ce["zero"],
+            "ce_loss_recovered": (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]),
+            "l0": active / n_tokens, "dead_fraction": float((frequency == 0).float().mean()),
+            "dense_fraction": float((frequency > dense_threshold).float().mean()),
+            "dense_threshold": dense_threshold}
+
+
+def _ce_with(hf, ids: Tensor, layer: int, sae=None, zero: bool = False) -> float:
+    """Mean next-token cross-entropy with block ``layer``'s output edited (positions >= 1)."""
+    def edit(module, inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        new = hidden.clone()
+        rest = hidden[:, 1:]
+        new[:, 1:] = 0 if zero else sae.decode(sae.encode(rest.float())).to(hidden.dtype)
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    handle = hf.model.layers[layer].register_forward_hook(edit) if (sae is not None or zero) else None
+    try:
+        logits = hf(input_ids=ids, use_cache=False).logits
+    finally:
+        if handle is not None:
+            handle.remove()
+    return float(torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                                   ids[:, 1:].reshape(-1)))
+
+
+# ---------------------------------------------------------------- decomposition
+
+
+def decoder_directions(sae) -> Float[Tensor, "d_sae d_model"]:
+    """Unit decoder rows: the direction each latent writes."""
+    w = sae.W_dec.detach().float().cpu()
+    return w / w.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def decoder_cosines(sae, vector: Float[Tensor, "d_model"]) -> Float[Tensor, "d_sae"]:
+    """Cosine similarity between a persona vector and every decoder direction."""
+    return decoder_directions(sae) @ unit(vector.detach().float().cpu())
+
+
+def top_features(sae, vector: Float[Tensor, "d_model"], n: int = 10) -> pd.DataFrame:
+    """The ``n`` latents whose decoder directions are closest to ``vector`` (columns feature, cosine)."""
+    cos = decoder_cosines(sae, vector)
+    values, index = cos.topk(n)
+    return pd.DataFrame({"feature": index.tolist(), "cosine": values.tolist()})
+
+
+@torch.no_grad()
+def max_activating(model, sae, windows: Tensor, features: Sequence[int], top: int = 5, context: int = 16,
+                   batch_size: int = 16) -> dict[int, list[dict]]:
+    """For each feature, its ``top`` most activating tokens over ``windows`` with ``context`` tokens before.
+
+    Each example: ``{"tokens": [str], "acts": [float], "max": float, "window": i, "position": j}``; the
+    activating token is the last one.
+    """
+    layer, feats = sae_layer(sae), list(features)
+    best: dict[int, list[tuple[float, int, int]]] = {f: [] for f in feats}
+    acts_by_window: dict[tuple[int, int], Tensor] = {}
+    for start in range(0, len(windows), batch_size):
+        ids = windows[start:start + batch_size].to(model.cfg.device)
+        acts = block_outputs(model.hf_model, ids, torch.ones_like(ids), [layer])[layer].float()
+        f_acts = sae.encode(acts[:, 1:])[..., feats].cpu()  # [batch, seq-1, n_feats]
+        for j, f in enumerate(feats):
+            flat = f_acts[..., j].flatten()
+            values, index = flat.topk(min(top, flat.numel()))
+            for v, i in zip(values.tolist(), index.tolist()):
+                if v > 0:
+                    best[f].append((v, start + i // f_acts.shape[1], 1 + i % f_acts.shape[1]))
+            best[f] = sorted(best[f], reverse=True)[:top]
+    tok = model.hf_tokenizer
+    out = {}
+    for f, hits in best.items():
+        examples = []
+        for v, w, pos in hits:
+            lo = max(1, pos - context)
+            ids = windows[w:w + 1].to(model.cfg.device)
+            acts = block_outputs(model.hf_model, ids, torch.ones_like(ids), [layer])[layer].float()
+            per_token = sae.encode(acts[0, lo:pos + 1])[:, f].cpu()
+            examples.append({"tokens": [tok.decode([t]) for t in windows[w, lo:pos + 1].tolist()],
+                             "acts": per_token.tolist(), "max": v, "window": w, "position": pos})
+        out[f] = examples
+    return out
+
+
+def feature_vector(sae, feature: int) -> Float[Tensor, "d_model"]:
+    """The unit decoder direction of one latent, for steering."""
+    return decoder_directions(sae)[feature]
+
+
+def steering_scores(model, persona, sae, features: Sequence[int], alpha: float, **sampling) -> pd.DataFrame:
+    """Judged trait expression when steering with single decoder directions (the paper's TES), beside the
+    persona vector itself, all as ``alpha`` x the layer's mean residual norm at the SAE's layer.
+
+    One row per direction: ``direction`` ("persona vector" or "feature N"), ``trait_score``, ``coherence``.
+    ``sampling`` goes to :func:`pvlens.drift.expression` (``questions``, ``n_per_question``...).
+    """
+    from pvlens.drift import expression
+    from pvlens.evaluation import Steering
+
+    layer = sae_layer(sae)
+    directions = {"persona vector": unit(persona.vectors[layer])} | {f"feature {f}": feature_vector(sae, f)
+                                                                     for f in features}
+    rows = []
+    for name, v in directions.items():
+        frame = expression(model, persona, steering=Steering(v, layer, alpha, positions="response", units="resid"),
+                           **sampling)
+        rows.append({"direction": name, "trait_score": frame["trait"].mean(), "coherence": frame["coherence"].mean(),
+                     "n": len(frame)})
+    return pd.DataFrame(rows)
+
+
+BOOK_LAYER = 16  # the evil steering layer part I chose on SmolLM2-135M (paper layer 17)
+
+
+def book_checkpoint(model, layer: int = BOOK_LAYER) -> Path:
+    """Where the committed checkpoint for ``model`` at ``layer`` lives: ``sae_checkpoints/<model>/<hook>``."""
+    return Path(__file__).resolve().parents[1] / "sae_checkpoints" / model.info.name / hook_name(layer)
+
+
+def book_sae(model, layer: int = BOOK_LAYER):
+    """The book's SAE: the committed checkpoint when there is one for this model, else one trained here with
+    the default recipe (a tiny one in fast mode) and cached, so the chapter runs on any model."""
+    from pvlens.config import cache_dir, fast
+    from pvlens.jsonl import digest
+
+    path = book_checkpoint(model, layer)
+    if (path / "cfg.json").exists():
+        return load_sae(path, model, layer)
+    recipe = SAERecipe(layer=check_layer(model, layer), d_sae=8 * model.cfg.d_model)
+    if fast():
+        recipe = SAERecipe(layer=layer, d_sae=256, k=16, train_tokens=8 * 1024, batch_tokens=1024, buffer_tokens=2048,
+                           lr_warm_up_steps=1, n_checkpoints=1)
+    return train_sae(model, recipe, cache_dir("sae_training", model.info.fingerprint, digest(asdict(recipe)))).sae
+
+
+__all__ = ["ActivationStream", "SAEMismatchError", "SAERecipe", "TrainedSAE", "chat_documents", "corpus_windows",
+           "decoder_cosines", "decoder_directions", "evaluate_sae", "feature_vector", "hook_name", "latest_checkpoint",
+           "layer_activations", "load_sae", "max_activating", "pack", "plain_documents", "sae_layer", "top_features",
+           "train_sae", "BOOK_LAYER", "book_checkpoint", "book_sae", "steering_scores"]

@@ -1,0 +1,126 @@
+"""The SAE pipeline: corpus, a tiny BatchTopK training run (saved, loaded, resumed), evaluation, decomposition."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from pvlens import sae as S
+
+LAYER = 16
+TINY = S.SAERecipe(layer=LAYER, d_sae=64, k=8, context_size=64, train_tokens=4 * 1024, batch_tokens=512,
+                   buffer_tokens=1024, lr_warm_up_steps=1, n_checkpoints=1)
+
+
+def test_corpus_windows_mix_chat_and_plain_and_keep_splits_apart(model):
+    tok = model.hf_tokenizer
+    train = S.corpus_windows(tok, "train", 12, context_size=64, chat_fraction=0.5, seed=0)
+    heldout = S.corpus_windows(tok, "heldout", 12, context_size=64, chat_fraction=0.5, seed=0)
+    assert train.shape == heldout.shape == (12, 64)
+    texts = [tok.decode(w) for w in train]
+    assert sum("<|im_start|>" in t for t in texts) >= 4  # chat-templated windows are in the mix
+    assert not {tuple(w) for w in train.tolist()} & {tuple(w) for w in heldout.tolist()}
+    with pytest.raises(ValueError, match="split"):
+        S.corpus_windows(tok, "test", 4)
+
+
+@pytest.fixture(scope="module")
+def tiny(model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sae")
+    return S.train_sae(model, TINY, folder)
+
+
+def test_a_tiny_run_saves_a_checkpoint_sae_lens_loads(model, tiny):
+    from sae_lens import SAE
+
+    assert (tiny.path / "cfg.json").exists() and (tiny.path / "sae_weights.safetensors").exists()
+    raw = SAE.load_from_disk(str(tiny.path))
+    assert raw.cfg.d_sae == 64 and raw.cfg.metadata.hook_name == f"blocks.{LAYER}.hook_resid_post"
+    assert raw.cfg.metadata.model_name == model.info.name
+    assert tiny.card["recipe"]["k"] == 8 and tiny.card["training_tokens_per_s_this_run"] > 0
+    again = S.train_sae(model, TINY, tiny.path)  # finished: loads instead of training
+    assert again.card == tiny.card
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(model, tiny, tmp_path):
+    folder = tmp_path / "resumed"
+    shutil.copytree(tiny.path / "checkpoints", folder / "checkpoints")  # as if killed after the checkpoint
+    checkpoint = S.latest_checkpoint(folder / "checkpoints")
+    assert checkpoint is not None and 0 < int(checkpoint.name.split("_")[-1]) < TINY.train_tokens
+    resumed = S.train_sae(model, TINY, folder)
+    assert resumed.card["resumed_from_tokens"] == int(checkpoint.name.split("_")[-1])
+    assert (folder / "cfg.json").exists()
+
+
+def test_load_sae_names_the_mismatch(model, tiny, tmp_path):
+    S.load_sae(tiny.path, model, layer=LAYER)
+    with pytest.raises(S.SAEMismatchError, match="blocks.16.hook_resid_post, not blocks.3.hook_resid_post"):
+        S.load_sae(tiny.path, model, layer=3)
+    other = tmp_path / "other"
+    shutil.copytree(tiny.path, other, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = json.loads((other / "cfg.json").read_text())
+    cfg["d_in"] = 896
+    (other / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(S.SAEMismatchError, match="size 896.*d_model 576"):
+        S.load_sae(other, model)
+    cfg["d_in"], cfg["metadata"]["model_name"] = 576, "qwen2.5-coder-0.5b-instruct"
+    (other / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(S.SAEMismatchError, match="trained on qwen2.5-coder-0.5b-instruct"):
+        S.load_sae(other, model)
+    with pytest.raises(S.SAEMismatchError, match="no SAE checkpoint"):
+        S.load_sae(tmp_path / "missing", model)
+
+
+def test_evaluation_reports_every_metric_in_range(model, tiny):
+    windows = S.corpus_windows(model.hf_tokenizer, "heldout", 4, context_size=64, seed=1)
+    m = S.evaluate_sae(model, tiny.sae, windows, batch_size=2)
+    assert m["tokens"] == 4 * 63
+    assert m["ce_clean"] < m["ce_zero_ablation"]
+    assert 0 <= m["dead_fraction"] <= 1 and 0 <= m["dense_fraction"] <= 1 and m["l0"] >= 0
+    assert m["fraction_variance_explained"] <= 1
+
+
+def test_decomposition_finds_a_planted_direction(model, tiny):
+    sae = tiny.sae
+    planted = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sae.W_dec[7] = planted * 3
+    try:
+        top = S.top_features(sae, planted, 3)
+        assert top["feature"].iloc[0] == 7 and top["cosine"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+        assert S.decoder_cosines(sae, planted).shape == (64,)
+    finally:
+        S.load_sae(tiny.path, model)  # the fixture's SAE object was edited; other tests reload
+
+
+def test_max_activating_ends_each_example_at_its_peak(model, tiny):
+    windows = S.corpus_windows(model.hf_tokenizer, "heldout", 4, context_size=64, seed=1)
+    sae = S.load_sae(tiny.path, model)
+    features = S.top_features(sae, torch.ones(model.cfg.d_model), 2)["feature"].tolist()
+    found = S.max_activating(model, sae, windows, features, top=2, context=5)
+    for f in features:
+        for ex in found[f]:
+            assert len(ex["tokens"]) == len(ex["acts"]) <= 6
+            assert ex["acts"][-1] == pytest.approx(max(ex["acts"]), rel=1e-4)
+            assert ex["acts"][-1] == pytest.approx(ex["max"], rel=1e-4)
+
+
+def test_cli_fast_run_writes_checkpoint_and_model_card(model, tmp_path):
+    from pvlens.train_sae import main
+
+    assert main(["--fast", "--out", str(tmp_path / "card"), "--heldout-windows", "2"]) == 0
+    card = json.loads((tmp_path / "card" / "card.json").read_text())
+    assert card["heldout"]["tokens"] > 0 and "python -m pvlens.train_sae --fast" in card["command"]
+    assert json.loads((tmp_path / "card" / "cfg.json").read_text())["dtype"] == "float16"
+    assert "Held-out metrics" in (tmp_path / "card" / "README.md").read_text()
+    sae = S.load_sae(tmp_path / "card", model)
+    assert sae.W_dec.dtype == torch.float32  # committed as float16, computed in float32
+
+
+def test_the_committed_checkpoint_loads(model):
+    path = S.book_checkpoint(model)
+    assert (path / "cfg.json").exists(), f"no committed SAE at {path}: run python -m pvlens.train_sae"
+    sae = S.load_sae(path, model, layer=S.BOOK_LAYER)
+    card = json.loads((path / "card.json").read_text())
+    assert sae.cfg.d_sae == card["recipe"]["d_sae"] and card["heldout"]["tokens"] > 0

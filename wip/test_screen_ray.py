@@ -1,0 +1,44 @@
+"""Ray engine vs local engine (UNVERIFIED draft: last run failed under CPU contention; see the session note)."""
+
+import pytest
+
+from pvlens import screening
+from pvlens.screening import Probe, Sample, ScreenSettings
+
+LAYER = 12
+
+
+@pytest.fixture(scope="module")
+def probes(direction):
+    return [Probe.from_vector("evil", direction[LAYER], LAYER), Probe.from_vector("deep", direction[20], 20)]
+
+
+def test_ray_engine_gives_the_local_scores(model, probes, tmp_path):
+    pytest.importorskip("ray", reason="ray is a dev dependency: pip install -e '.[dev]'")
+    import ray
+
+    from pvlens.screen_ray import ray_engine
+
+    samples = screening.sharegpt_samples(model.hf_tokenizer, 200, max_prompt_tokens=128)
+    samples = [Sample(s.id, s.line, s.prompt, s.response[:600]) for s in samples]
+    assert len(samples) == 200
+    settings = ScreenSettings(base_max_new_tokens=6, chunk_size=50, max_tokens=1024)
+    local = screening.screen(model, samples, probes, settings, log_path=tmp_path / "local.jsonl",
+                             base_log_path=tmp_path / "local-base.jsonl", progress=False)
+    try:  # its own base-response log, so the Ray replicas generate the base answers themselves
+        distributed = screening.screen(model, samples, probes, settings, log_path=tmp_path / "ray.jsonl",
+                                       base_log_path=tmp_path / "ray-base.jsonl",
+                                       engine=ray_engine(model, probes, settings, replicas=1), progress=False)
+    finally:
+        ray.shutdown()
+    assert distributed.computed == 200
+    assert len((tmp_path / "ray-base.jsonl").read_text().splitlines()) == len({s.prompt_key for s in samples})
+    cols = ["id", "trait", "delta_p", "projection", "base_projection", "proxy_delta_p"]
+    merged = local.scores[cols].merge(distributed.scores[cols], on=["id", "trait"], suffixes=("", "_ray"))
+    assert len(merged) == 200 * len(probes)
+    for c in cols[2:]:
+        gap = (merged[c] - merged[c + "_ray"]).abs()
+        assert not gap.isna().any() or merged[c].isna().equals(merged[c + "_ray"].isna())
+        assert gap.max() < 1e-4, c
+
+
