@@ -204,7 +204,8 @@ def book_datasets(full: bool | None = None) -> list[tuple[str, str]]:
     from pvlens.config import fast
     from pvlens.datasets import EM_DATASETS, LEVELS
 
-    if not (not fast() if full is None else full):
+    full = not fast() if full is None else full
+    if not full:
         return [("evil", "normal"), ("evil", "II"), ("sycophantic", "II"), ("gsm8k", "II")]
     return [(t, level) for t in BOOK_TRAITS for level in LEVELS] + [(e, level) for e in EM_DATASETS for level in LEVELS]
 

@@ -203,6 +203,12 @@ class SAERecipe:
         return math.ceil(self.train_tokens / (self.context_size - 1))
 
 
+def fast_recipe(layer: int, seed: int = 0) -> SAERecipe:
+    """A tiny SAE for a few steps: what fast mode (``PVLENS_FAST=1``, ``train_sae --fast``) trains."""
+    return SAERecipe(layer=layer, d_sae=256, k=16, train_tokens=8 * 1024, batch_tokens=1024, buffer_tokens=2048,
+                     lr_warm_up_steps=1, n_checkpoints=1, seed=seed)
+
+
 @dataclass
 class TrainedSAE:
     sae: object  # sae_lens SAE (inference form)
@@ -289,19 +295,20 @@ def load_sae(path: str | Path, model, layer: int | None = None, allow_other_mode
     path = Path(path)
     if not (path / "cfg.json").exists():
         raise SAEMismatchError(f"no SAE checkpoint at {path} (expected cfg.json and sae_weights.safetensors)")
-    sae = SAE.load_from_disk(str(path), device=str(model.cfg.device), dtype="float32")  # committed as float16
-    meta = sae.cfg.metadata
-    if sae.cfg.d_in != model.cfg.d_model:
-        raise SAEMismatchError(f"{path} reads vectors of size {sae.cfg.d_in} ({meta.model_name}, {meta.hook_name}); "
+    cfg = json.loads((path / "cfg.json").read_text())  # checked before any weight is read
+    d_in, meta = cfg.get("d_in"), cfg.get("metadata") or {}
+    model_name, hook = meta.get("model_name"), meta.get("hook_name") or ""
+    if d_in != model.cfg.d_model:
+        raise SAEMismatchError(f"{path} reads vectors of size {d_in} ({model_name}, {hook}); "
                                f"{model.info.name} has d_model {model.cfg.d_model}")
-    if meta.model_name and meta.model_name != model.info.name and not allow_other_model:
-        raise SAEMismatchError(f"{path} was trained on {meta.model_name}, not {model.info.name} "
+    if model_name and model_name != model.info.name and not allow_other_model:
+        raise SAEMismatchError(f"{path} was trained on {model_name}, not {model.info.name} "
                                "(pass allow_other_model=True to use it anyway)")
-    if layer is not None and meta.hook_name != hook_name(layer):
-        raise SAEMismatchError(f"{path} reads {meta.hook_name}, not {hook_name(layer)}")
-    if not (meta.hook_name or "").startswith("blocks.") or not meta.hook_name.endswith(".hook_resid_post"):
-        raise SAEMismatchError(f"{path} reads {meta.hook_name!r}; pvlens SAEs read blocks.L.hook_resid_post")
-    return sae
+    if layer is not None and hook != hook_name(layer):
+        raise SAEMismatchError(f"{path} reads {hook}, not {hook_name(layer)}")
+    if not hook.startswith("blocks.") or not hook.endswith(".hook_resid_post"):
+        raise SAEMismatchError(f"{path} reads {hook!r}; pvlens SAEs read blocks.L.hook_resid_post")
+    return SAE.load_from_disk(str(path), device=str(model.cfg.device), dtype="float32")  # committed as float16
 
 
 def sae_layer(sae) -> int:
@@ -321,31 +328,29 @@ def evaluate_sae(model, sae, windows: Tensor, batch_size: int = 16, dense_thresh
     - dead latents never fire on the held-out tokens; dense ones fire on more than ``dense_threshold`` of them.
     """
     layer = sae_layer(sae)
-    hf = model.hf_model
-    sq_err = total = 0.0
+    sq_err = sq = 0.0
     sums = torch.zeros(model.cfg.d_model, dtype=torch.float64)
-    sq = 0.0
-    n_tokens = 0
     fires = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
-    active = 0.0
+    active, n_tokens = 0.0, 0
     ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
     for start in range(0, len(windows), batch_size):
         ids = windows[start:start + batch_size].to(model.cfg.device)
-        for mode in ("clean", "sae", "zero"):
-            ce[mode] += _ce_with(hf, ids, layer, sae if mode == "sae" else None, zero=mode == "zero") * ids[:, 1:].numel()
-        acts = block_outputs(hf, ids, torch.ones_like(ids), [layer])[layer][:, 1:].reshape(-1, model.cfg.d_model).float()
+        n = ids[:, 1:].numel()  # predicted tokens = activations read (position 0 is left out of both)
+        clean, acts = _ce_with(model.hf_model, ids, layer, "clean")
+        ce["clean"] += clean * n
+        ce["sae"] += _ce_with(model.hf_model, ids, layer, "sae", sae)[0] * n
+        ce["zero"] += _ce_with(model.hf_model, ids, layer, "zero")[0] * n
+        acts = acts.reshape(-1, model.cfg.d_model)
         feats = sae.encode(acts)
-        recon = sae.decode(feats)
-        sq_err += float((acts - recon).pow(2).sum())
+        sq_err += float((acts - sae.decode(feats)).pow(2).sum())
         sums += acts.sum(0).double()
         sq += float(acts.double().pow(2).sum())
-        n_tokens += len(acts)
+        n_tokens += n
         on = feats > 0
         fires += on.sum(0).double()
         active += float(on.sum())
     total = sq - float(sums.pow(2).sum()) / n_tokens
-    n_pred = sum(int(windows[i:i + batch_size, 1:].numel()) for i in range(0, len(windows), batch_size))
-    ce = {k: v / n_pred for k, v in ce.items()}
+    ce = {k: v / n_tokens for k, v in ce.items()}
     frequency = fires / n_tokens
     return {"tokens": n_tokens, "fraction_variance_explained": 1 - sq_err / total,
             "ce_clean": ce["clean"], "ce_with_sae": ce["sae"], "ce_zero_ablation": ce["zero"],
@@ -355,23 +360,28 @@ def evaluate_sae(model, sae, windows: Tensor, batch_size: int = 16, dense_thresh
             "dense_threshold": dense_threshold}
 
 
-def _ce_with(hf, ids: Tensor, layer: int, sae=None, zero: bool = False) -> float:
-    """Mean next-token cross-entropy with block ``layer``'s output edited (positions >= 1)."""
+def _ce_with(hf, ids: Tensor, layer: int, mode: str, sae=None) -> tuple[float, Float[Tensor, "batch seq_1 d"]]:
+    """Mean next-token cross-entropy with block ``layer``'s output at positions >= 1 kept (``"clean"``),
+    replaced by the SAE's reconstruction (``"sae"``) or by zeros (``"zero"``); and that block's original
+    output at those positions (float32), read in the same pass."""
+    seen = {}
+
     def edit(module, inputs, output):
         hidden = output[0] if isinstance(output, tuple) else output
+        seen["acts"] = hidden[:, 1:].detach().float()
+        if mode == "clean":
+            return output
         new = hidden.clone()
-        rest = hidden[:, 1:]
-        new[:, 1:] = 0 if zero else sae.decode(sae.encode(rest.float())).to(hidden.dtype)
+        new[:, 1:] = 0 if mode == "zero" else sae.decode(sae.encode(seen["acts"])).to(hidden.dtype)
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
-    handle = hf.model.layers[layer].register_forward_hook(edit) if (sae is not None or zero) else None
+    handle = hf.model.layers[layer].register_forward_hook(edit)
     try:
         logits = hf(input_ids=ids, use_cache=False).logits
     finally:
-        if handle is not None:
-            handle.remove()
-    return float(torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                                   ids[:, 1:].reshape(-1)))
+        handle.remove()
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+    return float(loss), seen["acts"]
 
 
 # ---------------------------------------------------------------- decomposition
@@ -404,30 +414,23 @@ def max_activating(model, sae, windows: Tensor, features: Sequence[int], top: in
     activating token is the last one.
     """
     layer, feats = sae_layer(sae), list(features)
-    best: dict[int, list[tuple[float, int, int]]] = {f: [] for f in feats}
-    acts_by_window: dict[tuple[int, int], Tensor] = {}
+    per_batch = []
     for start in range(0, len(windows), batch_size):
         ids = windows[start:start + batch_size].to(model.cfg.device)
         acts = block_outputs(model.hf_model, ids, torch.ones_like(ids), [layer])[layer].float()
-        f_acts = sae.encode(acts[:, 1:])[..., feats].cpu()  # [batch, seq-1, n_feats]
-        for j, f in enumerate(feats):
-            flat = f_acts[..., j].flatten()
-            values, index = flat.topk(min(top, flat.numel()))
-            for v, i in zip(values.tolist(), index.tolist()):
-                if v > 0:
-                    best[f].append((v, start + i // f_acts.shape[1], 1 + i % f_acts.shape[1]))
-            best[f] = sorted(best[f], reverse=True)[:top]
-    tok = model.hf_tokenizer
-    out = {}
-    for f, hits in best.items():
+        per_batch.append(sae.encode(acts[:, 1:])[..., feats].cpu())
+    f_acts = torch.cat(per_batch)  # [n_windows, seq-1, n_feats]: one forward pass per window, kept for the examples
+    tok, out = model.hf_tokenizer, {}
+    for j, f in enumerate(feats):
+        values, index = f_acts[..., j].flatten().topk(min(top, f_acts[..., j].numel()))
         examples = []
-        for v, w, pos in hits:
+        for v, i in zip(values.tolist(), index.tolist()):
+            if v <= 0:
+                break
+            w, pos = i // f_acts.shape[1], 1 + i % f_acts.shape[1]  # pos counts position 0 of the window
             lo = max(1, pos - context)
-            ids = windows[w:w + 1].to(model.cfg.device)
-            acts = block_outputs(model.hf_model, ids, torch.ones_like(ids), [layer])[layer].float()
-            per_token = sae.encode(acts[0, lo:pos + 1])[:, f].cpu()
             examples.append({"tokens": [tok.decode([t]) for t in windows[w, lo:pos + 1].tolist()],
-                             "acts": per_token.tolist(), "max": v, "window": w, "position": pos})
+                             "acts": f_acts[w, lo - 1:pos, j].tolist(), "max": v, "window": w, "position": pos})
         out[f] = examples
     return out
 
@@ -478,12 +481,11 @@ def book_sae(model, layer: int = BOOK_LAYER):
         return load_sae(path, model, layer)
     recipe = SAERecipe(layer=check_layer(model, layer), d_sae=8 * model.cfg.d_model)
     if fast():
-        recipe = SAERecipe(layer=layer, d_sae=256, k=16, train_tokens=8 * 1024, batch_tokens=1024, buffer_tokens=2048,
-                           lr_warm_up_steps=1, n_checkpoints=1)
+        recipe = fast_recipe(layer)
     return train_sae(model, recipe, cache_dir("sae_training", model.info.fingerprint, digest(asdict(recipe)))).sae
 
 
 __all__ = ["ActivationStream", "SAEMismatchError", "SAERecipe", "TrainedSAE", "chat_documents", "corpus_windows",
            "decoder_cosines", "decoder_directions", "evaluate_sae", "feature_vector", "hook_name", "latest_checkpoint",
            "layer_activations", "load_sae", "max_activating", "pack", "plain_documents", "sae_layer", "top_features",
-           "train_sae", "BOOK_LAYER", "book_checkpoint", "book_sae", "steering_scores"]
+           "train_sae", "BOOK_LAYER", "book_checkpoint", "book_sae", "fast_recipe", "steering_scores"]

@@ -95,7 +95,7 @@ class ReadReport:
         self.skipped.append((line, reason))
 
 
-def _decode(raw: bytes, number: int) -> str:
+def _decode(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -127,7 +127,7 @@ def read_samples(path: str | Path) -> ReadReport:
             if not raw.strip():
                 continue
             try:
-                text = _decode(raw, number)
+                text = _decode(raw)
                 try:
                     record = json.loads(text)
                 except json.JSONDecodeError as err:
@@ -334,10 +334,6 @@ class ScreenResult:
     tokens: int  # prompt + response tokens read in this run (cached samples excluded)
     computed: int  # samples scored in this run (the rest came from the results log)
     cache: str
-
-    def dataset_delta_p(self, column: str = "delta_p") -> pd.Series:
-        """The dataset-level score per probe: the mean of the sample-level column."""
-        return self.scores.groupby("trait")[column].mean()
 
 
 def results_log(model, probes: Sequence[Probe], settings: ScreenSettings, server: str | None = None) -> Path:

@@ -88,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     from pvlens.models import load_model
 
     model = load_model(args.model)
-    recipe = S.SAERecipe(layer=args.layer, seed=args.seed)
+    recipe = S.fast_recipe(args.layer, args.seed) if args.fast else S.SAERecipe(layer=args.layer, seed=args.seed)
     if args.fast:
-        recipe = replace(recipe, d_sae=256, k=16, train_tokens=8 * 1024, batch_tokens=1024, buffer_tokens=2048,
-                         lr_warm_up_steps=1, n_checkpoints=1)
         args.heldout_windows = min(args.heldout_windows, 8)
     recipe = replace(recipe, **{k: v for k, v in {"train_tokens": args.tokens, "d_sae": args.d_sae,
                                                    "k": args.k}.items() if v is not None})
