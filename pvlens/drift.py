@@ -182,9 +182,10 @@ def against(persona: Persona, model, alpha: float) -> Steering:
 BOOK_TRAITS = ("evil", "sycophantic", "hallucinating")
 
 
-def book_personas(model, traits: Sequence[str] = BOOK_TRAITS) -> dict[str, Persona]:
+def book_personas(model, traits: Sequence[str] = BOOK_TRAITS, layer: int | None = None) -> dict[str, Persona]:
     """Part I's persona per trait: the ``response_avg`` vectors of the book's extraction, at the layer the
-    steering chapter chose, with the trait's judge (all cached: only a cold cache computes them)."""
+    steering chapter chose (or at ``layer``, which skips the steering sweep), with the trait's judge (all
+    cached: only a cold cache computes them)."""
     from pvlens.evaluation import book_layer
     from pvlens.extraction import book_settings, extract_persona
     from pvlens.judges import default_judge, judge_for
@@ -194,7 +195,8 @@ def book_personas(model, traits: Sequence[str] = BOOK_TRAITS) -> dict[str, Perso
     for trait in traits:
         artifacts = load_trait(trait)
         vectors = extract_persona(model, artifacts, judge, progress=False, **book_settings()).vectors["response_avg"]
-        out[trait] = Persona(artifacts, judge_for(model, artifacts), vectors, book_layer(model, artifacts, judge, vectors))
+        chosen = book_layer(model, artifacts, judge, vectors) if layer is None else layer
+        out[trait] = Persona(artifacts, judge_for(model, artifacts), vectors, chosen)
     return out
 
 

@@ -133,6 +133,23 @@ def layer_activations(model, windows: Tensor, layer: int, batch_size: int = 32) 
         yield acts[:, 1:].reshape(-1, acts.shape[-1]).float()
 
 
+@torch.no_grad()
+def activation_mean(model, windows: Tensor, layer: int, n_windows: int = 256) -> Float[Tensor, "d"]:
+    """Mean residual activation over the first ``n_windows`` windows (position 0 left out).
+
+    On SmolLM2 the mean carries about half of the activations' squared norm (two dimensions near 90), and
+    sae-lens starts ``b_dec`` at zero: at Adam's step size the SAE would need tens of thousands of steps to
+    learn that offset, and its latents spend themselves on it instead (held-out variance explained stayed
+    below zero for the first 100 steps). So the SAE trains on centred activations and the mean is folded into
+    ``b_dec`` afterwards, which is exact because sae-lens subtracts ``b_dec`` before encoding.
+    """
+    total, count = torch.zeros(model.cfg.d_model, dtype=torch.float64), 0
+    for acts in layer_activations(model, windows[:n_windows], layer):
+        total += acts.double().sum(0)
+        count += len(acts)
+    return (total / count).float()
+
+
 class ActivationStream:
     """sae-lens ``DataProvider``: shuffled batches of residual-stream activations, generated on the fly.
 
@@ -141,8 +158,9 @@ class ActivationStream:
     """
 
     def __init__(self, model, windows: Tensor, layer: int, batch_tokens: int, buffer_tokens: int = 2 ** 16,
-                 forward_batch: int = 32, seed: int = 0, start_window: int = 0):
+                 forward_batch: int = 32, seed: int = 0, start_window: int = 0, center: Tensor | None = None):
         self.model, self.windows, self.layer = model, windows, check_layer(model, layer)
+        self.center = center  # subtracted from every activation (see activation_mean)
         self.batch_tokens, self.buffer_tokens, self.forward_batch = batch_tokens, buffer_tokens, forward_batch
         self.generator = torch.Generator().manual_seed(seed)
         self.next_window = start_window
@@ -159,6 +177,8 @@ class ActivationStream:
             start = time.perf_counter()
             chunk = self.windows[self.next_window:self.next_window + self.forward_batch]
             acts = next(layer_activations(self.model, chunk, self.layer, self.forward_batch))
+            if self.center is not None:
+                acts = acts - self.center
             self.seconds_in_model += time.perf_counter() - start
             self.next_window += len(chunk)
             self.tokens_read += len(acts)
@@ -186,10 +206,10 @@ class SAERecipe:
 
     layer: int
     d_sae: int = 4608                 # 8 x d_model for SmolLM2-135M
-    k: float = 32                     # BatchTopK: mean active latents per token
+    k: float = 48                     # BatchTopK: mean active latents per token (paper: 64; the bar is L0 <= 64)
     context_size: int = 128
     train_tokens: int = 2_000_000
-    batch_tokens: int = 4096
+    batch_tokens: int = 2048          # ~1000 optimiser steps on 2M tokens
     buffer_tokens: int = 2 ** 16      # shuffle buffer (activations of ~500 windows)
     lr: float = 3e-4
     lr_warm_up_steps: int = 50
@@ -221,16 +241,44 @@ def _trainer(recipe: SAERecipe, d_in: int, stream: ActivationStream, checkpoint_
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
+    class LoggingTrainer(SAETrainer):
+        """sae-lens's trainer, with L0, dead fraction and variance explained on the progress bar and appended
+        to ``checkpoint_dir/log.jsonl`` every ``update_interval`` steps (sae-lens logs those to W&B only)."""
+
+        def _update_pbar(self, step_output, pbar, update_interval: int = 50):
+            super()._update_pbar(step_output, pbar, update_interval)
+            if self.n_training_steps % update_interval:
+                return
+            x, x_hat = step_output.sae_in.float(), step_output.sae_out.float()
+            row = {"step": self.n_training_steps, "tokens": self.n_training_samples,
+                   "loss": float(step_output.loss), "l0": float((step_output.feature_acts > 0).float().sum(-1).mean()),
+                   "dead_fraction": float(self.dead_neurons.float().mean()),
+                   "fve": float(1 - (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())}
+            pbar.set_postfix(l0=f"{row['l0']:.1f}", dead=f"{row['dead_fraction']:.1%}", fve=f"{row['fve']:.3f}")
+            with open(checkpoint_dir / "log.jsonl", "a") as log:
+                log.write(json.dumps(row) + "\n")
+
     torch.manual_seed(recipe.seed)
     cfg = BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=recipe.d_sae, k=recipe.k, dtype=recipe.dtype,
-                                     normalize_activations="expected_average_only_in")
+                                     normalize_activations="expected_average_only_in",
+                                     apply_b_dec_to_input=True)  # train_sae's mean fold relies on it
     sae = BatchTopKTrainingSAE(cfg)
     trainer_cfg = SAETrainerConfig(total_training_samples=recipe.train_tokens,
                                    train_batch_size_samples=recipe.batch_tokens, lr=recipe.lr, lr_end=recipe.lr,
                                    lr_warm_up_steps=recipe.lr_warm_up_steps, n_checkpoints=recipe.n_checkpoints,
                                    checkpoint_path=str(checkpoint_dir), n_batches_for_norm_estimate=20,
                                    dead_feature_window=250, feature_sampling_window=250)
-    return SAETrainer(trainer_cfg, sae, stream)
+    return LoggingTrainer(trainer_cfg, sae, stream)
+
+
+@torch.no_grad()
+def fold_mean(sae, mean: Float[Tensor, "d"]):
+    """An SAE trained on ``x - mean`` turned into one that reads ``x``: ``b_dec += mean``. Exact, because sae-lens
+    encodes ``W_enc (x - b_dec) + b_enc`` and decodes ``W_dec f + b_dec`` (``apply_b_dec_to_input``)."""
+    if not sae.cfg.apply_b_dec_to_input:
+        raise ValueError("fold_mean needs an SAE with apply_b_dec_to_input=True")
+    sae.b_dec += mean.to(sae.b_dec)
+    return sae
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -258,15 +306,16 @@ def train_sae(model, recipe: SAERecipe, out_dir: str | Path) -> TrainedSAE:
                              recipe.chat_fraction, recipe.seed)
     resume = latest_checkpoint(checkpoints)
     done_tokens = int(resume.name.split("_")[-1]) if resume else 0
+    mean = activation_mean(model, windows, recipe.layer)  # deterministic: a resumed run gets the same one
     stream = ActivationStream(model, windows, recipe.layer, recipe.batch_tokens, recipe.buffer_tokens, seed=recipe.seed,
-                              start_window=done_tokens // (recipe.context_size - 1))
+                              start_window=done_tokens // (recipe.context_size - 1), center=mean)
     trainer = _trainer(recipe, model.cfg.d_model, stream, checkpoints)
     if resume is not None:
         trainer.load_trainer_state(resume)
         trainer.sae.load_weights_from_checkpoint(resume)
         print(f"resuming from {resume.name} ({done_tokens} of {recipe.train_tokens} tokens)")
     start = time.perf_counter()
-    trained = trainer.fit()
+    trained = fold_mean(trainer.fit(), mean)  # fit() folded the norm scaling: the SAE now reads raw activations
     seconds = time.perf_counter() - start
     trained.cfg.metadata.hook_name = hook_name(recipe.layer)
     trained.cfg.metadata.model_name = model.info.name
@@ -408,10 +457,12 @@ def top_features(sae, vector: Float[Tensor, "d_model"], n: int = 10) -> pd.DataF
 @torch.no_grad()
 def max_activating(model, sae, windows: Tensor, features: Sequence[int], top: int = 5, context: int = 16,
                    batch_size: int = 16) -> dict[int, list[dict]]:
-    """For each feature, its ``top`` most activating tokens over ``windows`` with ``context`` tokens before.
+    """For each feature, its ``top`` most activating windows over ``windows`` (one example per window, so the
+    examples are different contexts), each cut to its peak token and the ``context`` tokens before it.
 
-    Each example: ``{"tokens": [str], "acts": [float], "max": float, "window": i, "position": j}``; the
-    activating token is the last one.
+    Each example: ``{"tokens": [str], "acts": [float], "max": float, "window": i, "position": j}``; the last
+    token is the peak (``acts[-1] == max``), examples are sorted by ``max``, and a feature that never fires
+    has none.
     """
     layer, feats = sae_layer(sae), list(features)
     per_batch = []
@@ -420,14 +471,15 @@ def max_activating(model, sae, windows: Tensor, features: Sequence[int], top: in
         acts = block_outputs(model.hf_model, ids, torch.ones_like(ids), [layer])[layer].float()
         per_batch.append(sae.encode(acts[:, 1:])[..., feats].cpu())
     f_acts = torch.cat(per_batch)  # [n_windows, seq-1, n_feats]: one forward pass per window, kept for the examples
+    peak_values, peak_positions = f_acts.max(dim=1)  # [n_windows, n_feats]
     tok, out = model.hf_tokenizer, {}
     for j, f in enumerate(feats):
-        values, index = f_acts[..., j].flatten().topk(min(top, f_acts[..., j].numel()))
+        values, best_windows = peak_values[:, j].topk(min(top, len(windows)))
         examples = []
-        for v, i in zip(values.tolist(), index.tolist()):
+        for v, w in zip(values.tolist(), best_windows.tolist()):
             if v <= 0:
                 break
-            w, pos = i // f_acts.shape[1], 1 + i % f_acts.shape[1]  # pos counts position 0 of the window
+            pos = 1 + int(peak_positions[w, j])  # position in the window (position 0 was left out)
             lo = max(1, pos - context)
             examples.append({"tokens": [tok.decode([t]) for t in windows[w, lo:pos + 1].tolist()],
                              "acts": f_acts[w, lo - 1:pos, j].tolist(), "max": v, "window": w, "position": pos})
@@ -470,22 +522,47 @@ def book_checkpoint(model, layer: int = BOOK_LAYER) -> Path:
     return Path(__file__).resolve().parents[1] / "sae_checkpoints" / model.info.name / hook_name(layer)
 
 
-def book_sae(model, layer: int = BOOK_LAYER):
-    """The book's SAE: the committed checkpoint when there is one for this model, else one trained here with
-    the default recipe (a tiny one in fast mode) and cached, so the chapter runs on any model."""
+def _book_folder(model, layer: int) -> tuple[Path, SAERecipe | None]:
+    """The committed checkpoint's folder (no recipe: nothing to train), else the cache folder where the book's
+    recipe trains one for this model (a tiny one in fast mode)."""
     from pvlens.config import cache_dir, fast
     from pvlens.jsonl import digest
 
     path = book_checkpoint(model, layer)
     if (path / "cfg.json").exists():
-        return load_sae(path, model, layer)
-    recipe = SAERecipe(layer=check_layer(model, layer), d_sae=8 * model.cfg.d_model)
-    if fast():
-        recipe = fast_recipe(layer)
-    return train_sae(model, recipe, cache_dir("sae_training", model.info.fingerprint, digest(asdict(recipe)))).sae
+        return path, None
+    recipe = fast_recipe(layer) if fast() else SAERecipe(layer=check_layer(model, layer), d_sae=8 * model.cfg.d_model)
+    return cache_dir("sae_training", model.info.fingerprint, digest(asdict(recipe))), recipe
+
+
+def book_sae(model, layer: int = BOOK_LAYER):
+    """The book's SAE: the committed checkpoint when there is one for this model, else one trained here with
+    the default recipe (a tiny one in fast mode) and cached, so the chapter runs on any model."""
+    folder, recipe = _book_folder(model, layer)
+    return load_sae(folder, model, layer) if recipe is None else train_sae(model, recipe, folder).sae
+
+
+def book_card(model, layer: int = BOOK_LAYER) -> tuple[dict, pd.DataFrame]:
+    """The book SAE's model card (``card.json``) and training log (one row per 50 steps: tokens, loss, L0,
+    dead fraction, variance explained on the training batch). Call :func:`book_sae` first."""
+    folder, _ = _book_folder(model, layer)
+    if not (folder / "card.json").exists():
+        raise SAEMismatchError(f"no trained SAE for {model.info.name} at {folder}: call book_sae(model) first")
+    log = next((f for f in (folder / "training_log.jsonl", folder / "checkpoints" / "log.jsonl") if f.exists()), None)
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log else []
+    return json.loads((folder / "card.json").read_text()), pd.DataFrame(rows)
+
+
+def feature_labels(model, layer: int = BOOK_LAYER) -> dict[int, str]:
+    """Hand-given labels of the committed checkpoint's latents (``labels.json`` beside it: ``{"labels":
+    {"<latent>": "label"}}``), read from their max-activating contexts; empty when there are none."""
+    path = book_checkpoint(model, layer) / "labels.json"
+    if not path.exists():
+        return {}
+    return {int(k): str(v) for k, v in json.loads(path.read_text())["labels"].items()}
 
 
 __all__ = ["ActivationStream", "SAEMismatchError", "SAERecipe", "TrainedSAE", "chat_documents", "corpus_windows",
-           "decoder_cosines", "decoder_directions", "evaluate_sae", "feature_vector", "hook_name", "latest_checkpoint",
+           "activation_mean", "fold_mean", "decoder_cosines", "decoder_directions", "evaluate_sae", "feature_vector", "hook_name", "latest_checkpoint",
            "layer_activations", "load_sae", "max_activating", "pack", "plain_documents", "sae_layer", "top_features",
-           "train_sae", "BOOK_LAYER", "book_checkpoint", "book_sae", "fast_recipe", "steering_scores"]
+           "train_sae", "BOOK_LAYER", "book_checkpoint", "book_sae", "book_card", "feature_labels", "fast_recipe", "steering_scores"]

@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name in ("cfg.json", "sae_weights.safetensors"):
         (out / name).write_bytes((work / name).read_bytes())
+    log = work / "checkpoints" / "log.jsonl"  # step, tokens, loss, L0, dead fraction, FVE on the training batch
+    if log.exists():
+        (out / "training_log.jsonl").write_bytes(log.read_bytes())
     to_float16(out)
     command = "python -m pvlens.train_sae " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     card = trained.card | {"sae_lens_version": sae_lens.__version__, "heldout": metrics, "command": command}

@@ -18,8 +18,12 @@ def test_corpus_windows_mix_chat_and_plain_and_keep_splits_apart(model):
     train = S.corpus_windows(tok, "train", 12, context_size=64, chat_fraction=0.5, seed=0)
     heldout = S.corpus_windows(tok, "heldout", 12, context_size=64, chat_fraction=0.5, seed=0)
     assert train.shape == heldout.shape == (12, 64)
-    texts = [tok.decode(w) for w in train]
-    assert sum("<|im_start|>" in t for t in texts) >= 4  # chat-templated windows are in the mix
+    chat = S.corpus_windows(tok, "train", 6, context_size=64, chat_fraction=1.0, seed=0)
+    plain = S.corpus_windows(tok, "train", 6, context_size=64, chat_fraction=0.0, seed=0)
+    as_set = lambda w: {tuple(r) for r in w.tolist()}
+    assert as_set(train) == as_set(chat) | as_set(plain)  # half the windows from each source
+    first_chat = S.pack(tok, S.chat_documents(tok, limit=2), 64, chat=True)[0]
+    assert tok.decode(first_chat).startswith("<|im_start|>")  # chats are in the model's chat template
     assert not {tuple(w) for w in train.tolist()} & {tuple(w) for w in heldout.tolist()}
     with pytest.raises(ValueError, match="split"):
         S.corpus_windows(tok, "test", 4)
@@ -102,8 +106,9 @@ def test_max_activating_ends_each_example_at_its_peak(model, tiny):
     for f in features:
         for ex in found[f]:
             assert len(ex["tokens"]) == len(ex["acts"]) <= 6
-            assert ex["acts"][-1] == pytest.approx(max(ex["acts"]), rel=1e-4)
-            assert ex["acts"][-1] == pytest.approx(ex["max"], rel=1e-4)
+            assert ex["acts"][-1] == pytest.approx(ex["max"], rel=1e-4)  # the activating token ends the line
+        maxima = [ex["max"] for ex in found[f]]
+        assert maxima == sorted(maxima, reverse=True)
 
 
 def test_cli_fast_run_writes_checkpoint_and_model_card(model, tmp_path):
@@ -124,3 +129,26 @@ def test_the_committed_checkpoint_loads(model):
     sae = S.load_sae(path, model, layer=S.BOOK_LAYER)
     card = json.loads((path / "card.json").read_text())
     assert sae.cfg.d_sae == card["recipe"]["d_sae"] and card["heldout"]["tokens"] > 0
+
+
+def test_folding_the_mean_into_b_dec_is_exact():
+    """train_sae trains on centred activations, then folds the mean into b_dec: the folded SAE must give
+    on x exactly what the trained one gave on x - mean."""
+    from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+
+    torch.manual_seed(0)
+    sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=16, d_sae=32, k=4, apply_b_dec_to_input=True))
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_()
+    x, mean = torch.randn(64, 16), torch.randn(16) * 50
+    centred = sae.decode(sae.encode(x - mean)) + mean
+    S.fold_mean(sae, mean)
+    assert torch.allclose(sae.decode(sae.encode(x)), centred, atol=1e-4)
+
+
+def test_activation_mean_matches_the_activations(model):
+    windows = S.corpus_windows(model.hf_tokenizer, "heldout", 3, context_size=32, seed=0)
+    acts = torch.cat(list(S.layer_activations(model, windows, LAYER)))
+    assert acts.shape == (3 * 31, model.cfg.d_model)  # position 0 left out
+    assert torch.allclose(S.activation_mean(model, windows, LAYER), acts.mean(0), atol=1e-3)
