@@ -35,7 +35,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from pvlens.errors import PVLensError
@@ -133,18 +133,33 @@ def layer_activations(model, windows: Tensor, layer: int, batch_size: int = 32) 
         yield acts[:, 1:].reshape(-1, acts.shape[-1]).float()
 
 
+MASSIVE_FACTOR = 10.0  # a token whose residual norm exceeds 10x the median is a "massive activation"
+
+
+def massive_tokens(acts: Float[Tensor, "... d"], factor: float = MASSIVE_FACTOR) -> Bool[Tensor, "..."]:
+    """Tokens carrying a massive activation (Sun et al. 2024): norm above ``factor`` x the median norm.
+
+    On SmolLM2 layer 16 about one token in a thousand (mostly one delimiter token and ``<|im_start|>``) has a
+    norm of 3,000-30,000 against a median of ~185, and those tokens hold ~99% of the held-out variance. Like
+    the BOS position, they act as attention sinks rather than carrying content; the SAE neither trains on them
+    nor is scored on them (its reconstruction leaves them untouched), as sae-lens leaves out special tokens.
+    """
+    norms = acts.norm(dim=-1)
+    return norms > factor * norms.median()
+
+
 @torch.no_grad()
 def activation_mean(model, windows: Tensor, layer: int, n_windows: int = 256) -> Float[Tensor, "d"]:
-    """Mean residual activation over the first ``n_windows`` windows (position 0 left out).
+    """Mean residual activation over the first ``n_windows`` windows (position 0 and massive tokens left out).
 
-    On SmolLM2 the mean carries about half of the activations' squared norm (two dimensions near 90), and
-    sae-lens starts ``b_dec`` at zero: at Adam's step size the SAE would need tens of thousands of steps to
-    learn that offset, and its latents spend themselves on it instead (held-out variance explained stayed
-    below zero for the first 100 steps). So the SAE trains on centred activations and the mean is folded into
-    ``b_dec`` afterwards, which is exact because sae-lens subtracts ``b_dec`` before encoding.
+    sae-lens starts ``b_dec`` at zero: at Adam's step size the SAE would need thousands of steps to learn the
+    activations' offset, and its latents spend themselves on it instead (held-out variance explained stayed
+    below zero for the first 100 steps of an uncentred run). So the SAE trains on centred activations and the
+    mean is folded into ``b_dec`` afterwards, which is exact because sae-lens subtracts ``b_dec`` before encoding.
     """
     total, count = torch.zeros(model.cfg.d_model, dtype=torch.float64), 0
     for acts in layer_activations(model, windows[:n_windows], layer):
+        acts = acts[~massive_tokens(acts)]
         total += acts.double().sum(0)
         count += len(acts)
     return (total / count).float()
@@ -153,8 +168,9 @@ def activation_mean(model, windows: Tensor, layer: int, n_windows: int = 256) ->
 class ActivationStream:
     """sae-lens ``DataProvider``: shuffled batches of residual-stream activations, generated on the fly.
 
-    Windows are read in order from ``start_window``; activations fill a buffer of ``buffer_tokens``, which
-    is shuffled (seeded) and served in ``batch_tokens`` batches, refilled when half empty.
+    Windows are read in order from ``start_window``; activations (massive tokens left out, ``center``
+    subtracted) fill a buffer of ``buffer_tokens``, which is shuffled (seeded) and served in ``batch_tokens``
+    batches, refilled when half empty.
     """
 
     def __init__(self, model, windows: Tensor, layer: int, batch_tokens: int, buffer_tokens: int = 2 ** 16,
@@ -166,6 +182,7 @@ class ActivationStream:
         self.next_window = start_window
         self.buffer = torch.empty(0, model.cfg.d_model)
         self.tokens_read = 0
+        self.massive_dropped = 0
         self.seconds_in_model = 0.0
 
     def _refill(self) -> None:
@@ -177,6 +194,9 @@ class ActivationStream:
             start = time.perf_counter()
             chunk = self.windows[self.next_window:self.next_window + self.forward_batch]
             acts = next(layer_activations(self.model, chunk, self.layer, self.forward_batch))
+            massive = massive_tokens(acts)
+            self.massive_dropped += int(massive.sum())
+            acts = acts[~massive]
             if self.center is not None:
                 acts = acts - self.center
             self.seconds_in_model += time.perf_counter() - start
@@ -326,6 +346,7 @@ def train_sae(model, recipe: SAERecipe, out_dir: str | Path) -> TrainedSAE:
             "recipe": asdict(recipe), "training_seconds_this_run": seconds,
             "training_tokens_per_s_this_run": (recipe.train_tokens - done_tokens) / seconds if seconds else None,
             "seconds_in_model_forward": stream.seconds_in_model, "resumed_from_tokens": done_tokens,
+            "massive_tokens_left_out": stream.massive_dropped,
             "final_train_l0": trained.cfg.metadata.l0, "final_dead_features": trained.cfg.metadata.num_dead_features}
     (out_dir / "card.json").write_text(json.dumps(card, indent=1, default=float))
     return TrainedSAE(load_sae(out_dir, model), out_dir, card)
@@ -371,37 +392,48 @@ def sae_layer(sae) -> int:
 def evaluate_sae(model, sae, windows: Tensor, batch_size: int = 16, dense_threshold: float = 0.1) -> dict:
     """Held-out quality: variance explained, CE loss recovered, L0, dead and dense latents.
 
-    - fraction of variance explained: ``1 - sum|x - x_hat|^2 / sum|x - mean(x)|^2`` over held-out tokens;
+    Scored on the tokens the SAE is for: position 0 and massive tokens (:func:`massive_tokens`) are left out.
+    - fraction of variance explained: ``1 - sum|x - x_hat|^2 / sum|x - mean(x)|^2`` over those tokens (and,
+      for comparison, ``..._with_massive`` over all tokens, with massive ones reconstructed as themselves);
     - CE loss recovered: ``(CE_zero - CE_sae) / (CE_zero - CE_clean)``, next-token loss with the layer's
-      output replaced by the reconstruction (``CE_sae``) or by zeros (``CE_zero``), position 0 untouched;
-    - dead latents never fire on the held-out tokens; dense ones fire on more than ``dense_threshold`` of them.
+      output replaced by the reconstruction (``CE_sae``) or by zeros (``CE_zero``) at those tokens;
+    - dead latents never fire on them; dense ones fire on more than ``dense_threshold`` of them.
     """
     layer = sae_layer(sae)
-    sq_err = sq = 0.0
+    sq_err = sq = massive_var = 0.0
     sums = torch.zeros(model.cfg.d_model, dtype=torch.float64)
+    all_sums = torch.zeros(model.cfg.d_model, dtype=torch.float64)
     fires = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
-    active, n_tokens = 0.0, 0
+    active, n_tokens, n_massive = 0.0, 0, 0
     ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
     for start in range(0, len(windows), batch_size):
         ids = windows[start:start + batch_size].to(model.cfg.device)
-        n = ids[:, 1:].numel()  # predicted tokens = activations read (position 0 is left out of both)
+        n = ids[:, 1:].numel()  # predicted tokens (positions 1..): the CE is averaged over all of them
         clean, acts = _ce_with(model.hf_model, ids, layer, "clean")
         ce["clean"] += clean * n
         ce["sae"] += _ce_with(model.hf_model, ids, layer, "sae", sae)[0] * n
         ce["zero"] += _ce_with(model.hf_model, ids, layer, "zero")[0] * n
         acts = acts.reshape(-1, model.cfg.d_model)
+        massive = massive_tokens(acts)
+        all_sums += acts.sum(0).double()
+        massive_var += float(acts[massive].double().pow(2).sum())
+        acts = acts[~massive]
         feats = sae.encode(acts)
         sq_err += float((acts - sae.decode(feats)).pow(2).sum())
         sums += acts.sum(0).double()
         sq += float(acts.double().pow(2).sum())
-        n_tokens += n
+        n_tokens += len(acts)
+        n_massive += int(massive.sum())
         on = feats > 0
         fires += on.sum(0).double()
         active += float(on.sum())
     total = sq - float(sums.pow(2).sum()) / n_tokens
-    ce = {k: v / n_tokens for k, v in ce.items()}
+    total_with_massive = sq + massive_var - float(all_sums.pow(2).sum()) / (n_tokens + n_massive)
+    ce = {k: v / (n_tokens + n_massive) for k, v in ce.items()}
     frequency = fires / n_tokens
-    return {"tokens": n_tokens, "fraction_variance_explained": 1 - sq_err / total,
+    return {"tokens": n_tokens, "massive_tokens_left_out": n_massive,
+            "fraction_variance_explained": 1 - sq_err / total,
+            "fraction_variance_explained_with_massive": 1 - sq_err / total_with_massive,
             "ce_clean": ce["clean"], "ce_with_sae": ce["sae"], "ce_zero_ablation": ce["zero"],
             "ce_loss_recovered": (ce["zero"] - ce["sae"]) / (ce["zero"] - ce["clean"]),
             "l0": active / n_tokens, "dead_fraction": float((frequency == 0).float().mean()),
@@ -411,17 +443,19 @@ def evaluate_sae(model, sae, windows: Tensor, batch_size: int = 16, dense_thresh
 
 def _ce_with(hf, ids: Tensor, layer: int, mode: str, sae=None) -> tuple[float, Float[Tensor, "batch seq_1 d"]]:
     """Mean next-token cross-entropy with block ``layer``'s output at positions >= 1 kept (``"clean"``),
-    replaced by the SAE's reconstruction (``"sae"``) or by zeros (``"zero"``); and that block's original
-    output at those positions (float32), read in the same pass."""
+    replaced by the SAE's reconstruction (``"sae"``) or by zeros (``"zero"``), massive tokens kept in all
+    three; and that block's original output at those positions (float32), read in the same pass."""
     seen = {}
 
     def edit(module, inputs, output):
         hidden = output[0] if isinstance(output, tuple) else output
-        seen["acts"] = hidden[:, 1:].detach().float()
+        acts = seen["acts"] = hidden[:, 1:].detach().float()
         if mode == "clean":
             return output
+        replaced = torch.zeros_like(acts) if mode == "zero" else sae.decode(sae.encode(acts))
+        keep = massive_tokens(acts.reshape(-1, acts.shape[-1])).reshape(acts.shape[:-1])
         new = hidden.clone()
-        new[:, 1:] = 0 if mode == "zero" else sae.decode(sae.encode(seen["acts"])).to(hidden.dtype)
+        new[:, 1:] = torch.where(keep[..., None], acts, replaced).to(hidden.dtype)
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
     handle = hf.model.layers[layer].register_forward_hook(edit)
@@ -462,14 +496,16 @@ def max_activating(model, sae, windows: Tensor, features: Sequence[int], top: in
 
     Each example: ``{"tokens": [str], "acts": [float], "max": float, "window": i, "position": j}``; the last
     token is the peak (``acts[-1] == max``), examples are sorted by ``max``, and a feature that never fires
-    has none.
+    has none. Massive tokens (:func:`massive_tokens`) count as not firing.
     """
     layer, feats = sae_layer(sae), list(features)
     per_batch = []
     for start in range(0, len(windows), batch_size):
         ids = windows[start:start + batch_size].to(model.cfg.device)
-        acts = block_outputs(model.hf_model, ids, torch.ones_like(ids), [layer])[layer].float()
-        per_batch.append(sae.encode(acts[:, 1:])[..., feats].cpu())
+        acts = block_outputs(model.hf_model, ids, torch.ones_like(ids), [layer])[layer][:, 1:].float()
+        f_acts = sae.encode(acts)[..., feats]
+        f_acts[massive_tokens(acts.reshape(-1, acts.shape[-1])).reshape(acts.shape[:-1])] = 0  # not the SAE's tokens
+        per_batch.append(f_acts.cpu())
     f_acts = torch.cat(per_batch)  # [n_windows, seq-1, n_feats]: one forward pass per window, kept for the examples
     peak_values, peak_positions = f_acts.max(dim=1)  # [n_windows, n_feats]
     tok, out = model.hf_tokenizer, {}
@@ -562,7 +598,7 @@ def feature_labels(model, layer: int = BOOK_LAYER) -> dict[int, str]:
     return {int(k): str(v) for k, v in json.loads(path.read_text())["labels"].items()}
 
 
-__all__ = ["ActivationStream", "SAEMismatchError", "SAERecipe", "TrainedSAE", "chat_documents", "corpus_windows",
+__all__ = ["ActivationStream", "MASSIVE_FACTOR", "massive_tokens", "SAEMismatchError", "SAERecipe", "TrainedSAE", "chat_documents", "corpus_windows",
            "activation_mean", "fold_mean", "decoder_cosines", "decoder_directions", "evaluate_sae", "feature_vector", "hook_name", "latest_checkpoint",
            "layer_activations", "load_sae", "max_activating", "pack", "plain_documents", "sae_layer", "top_features",
            "train_sae", "BOOK_LAYER", "book_checkpoint", "book_sae", "book_card", "feature_labels", "fast_recipe", "steering_scores"]

@@ -79,7 +79,7 @@ def test_load_sae_names_the_mismatch(model, tiny, tmp_path):
 def test_evaluation_reports_every_metric_in_range(model, tiny):
     windows = S.corpus_windows(model.hf_tokenizer, "heldout", 4, context_size=64, seed=1)
     m = S.evaluate_sae(model, tiny.sae, windows, batch_size=2)
-    assert m["tokens"] == 4 * 63
+    assert m["tokens"] + m["massive_tokens_left_out"] == 4 * 63
     assert m["ce_clean"] < m["ce_zero_ablation"]
     assert 0 <= m["dead_fraction"] <= 1 and 0 <= m["dense_fraction"] <= 1 and m["l0"] >= 0
     assert m["fraction_variance_explained"] <= 1
@@ -151,4 +151,26 @@ def test_activation_mean_matches_the_activations(model):
     windows = S.corpus_windows(model.hf_tokenizer, "heldout", 3, context_size=32, seed=0)
     acts = torch.cat(list(S.layer_activations(model, windows, LAYER)))
     assert acts.shape == (3 * 31, model.cfg.d_model)  # position 0 left out
-    assert torch.allclose(S.activation_mean(model, windows, LAYER), acts.mean(0), atol=1e-3)
+    typical = acts[~S.massive_tokens(acts)]
+    assert torch.allclose(S.activation_mean(model, windows, LAYER), typical.mean(0), atol=1e-3)
+
+
+def test_massive_tokens_are_the_outliers_by_norm():
+    acts = torch.randn(100, 16)
+    acts[[3, 40]] *= 200
+    assert S.massive_tokens(acts).nonzero().flatten().tolist() == [3, 40]
+    assert S.massive_tokens(acts.reshape(10, 10, 16)).shape == (10, 10)
+
+
+def test_the_stream_leaves_out_massive_tokens_and_centres(model):
+    windows = S.corpus_windows(model.hf_tokenizer, "train", 8, context_size=32, seed=0)
+    acts = torch.cat(list(S.layer_activations(model, windows, LAYER)))
+    mean = acts.mean(0)
+    stream = S.ActivationStream(model, windows, LAYER, batch_tokens=16, buffer_tokens=8 * 31, forward_batch=8,
+                                center=mean)
+    batch = next(stream)
+    assert batch.shape == (16, model.cfg.d_model)
+    kept = acts[~S.massive_tokens(acts)] - mean
+    assert stream.massive_dropped == len(acts) - len(kept)
+    served = torch.cat([batch, stream.buffer])
+    assert torch.allclose(served.sum(0), kept.sum(0), atol=1e-2)  # the same tokens, shuffled
