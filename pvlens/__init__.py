@@ -35,6 +35,8 @@ from pvlens.monitoring import correlations, many_shot, monitor, system_prompt_la
 from pvlens.projection import (activations, last_prompt_projection, project, resid_post, response_projection,
                                token_projections)
 from pvlens.registry import known_models
+from pvlens.sae import (SAEMismatchError, SAERecipe, decoder_cosines, evaluate_sae, load_sae, massive_tokens,
+                        max_activating, steering_scores, top_features, train_sae)
 from pvlens.traits import TraitArtifacts, load_trait, shipped_traits
 from pvlens.vectors import PersonaVector, cosine_matrix, from_tensor, layerwise_cosine
 
@@ -51,4 +53,6 @@ __all__ = [
     "ContrastJudge", "judge_for", "sample_answers", "Steering", "book_grid", "book_layer", "book_settings", "choose_layer", "correlations", "many_shot", "monitor", "steered_capability",
     "steering_sweep", "ablate", "DatasetError", "load_dataset", "read_dataset", "Adapter", "Intervention",
     "LoRASettings", "Persona", "TrainingError", "book_finetune_settings", "book_rows", "caft", "finetune", "finetuned", "l2_projection", "preventative", "cosine_matrix", "layerwise_cosine", "summarise", "system_prompt_ladder", "token_html", "trait_examples", "trait_expression",
+    "SAEMismatchError", "SAERecipe", "decoder_cosines", "evaluate_sae", "load_sae", "massive_tokens", "max_activating",
+    "steering_scores", "top_features", "train_sae",
 ]
