@@ -453,7 +453,7 @@ def _ce_with(hf, ids: Tensor, layer: int, mode: str, sae=None) -> tuple[float, F
         if mode == "clean":
             return output
         replaced = torch.zeros_like(acts) if mode == "zero" else sae.decode(sae.encode(acts))
-        keep = massive_tokens(acts.reshape(-1, acts.shape[-1])).reshape(acts.shape[:-1])
+        keep = massive_tokens(acts)
         new = hidden.clone()
         new[:, 1:] = torch.where(keep[..., None], acts, replaced).to(hidden.dtype)
         return (new, *output[1:]) if isinstance(output, tuple) else new
@@ -504,7 +504,7 @@ def max_activating(model, sae, windows: Tensor, features: Sequence[int], top: in
         ids = windows[start:start + batch_size].to(model.cfg.device)
         acts = block_outputs(model.hf_model, ids, torch.ones_like(ids), [layer])[layer][:, 1:].float()
         f_acts = sae.encode(acts)[..., feats]
-        f_acts[massive_tokens(acts.reshape(-1, acts.shape[-1])).reshape(acts.shape[:-1])] = 0  # not the SAE's tokens
+        f_acts[massive_tokens(acts)] = 0  # not the SAE's tokens
         per_batch.append(f_acts.cpu())
     f_acts = torch.cat(per_batch)  # [n_windows, seq-1, n_feats]: one forward pass per window, kept for the examples
     peak_values, peak_positions = f_acts.max(dim=1)  # [n_windows, n_feats]
