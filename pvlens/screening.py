@@ -418,7 +418,7 @@ def screen(model, samples: Sequence[Sample] | ReadReport, probes: Sequence[Probe
         if not settings.proxy:
             fresh = [{"prompt_key": r["prompt_key"], "response": r["base_response"]}
                      for r in records if "base_response" in r]
-            new = [f for f in fresh if f["prompt_key"] not in known_base]
+            new = list({f["prompt_key"]: f for f in fresh if f["prompt_key"] not in known_base}.values())  # once per prompt
             if new:
                 bases.append(new)
                 known_base |= {f["prompt_key"]: f["response"] for f in new}

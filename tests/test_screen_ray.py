@@ -1,4 +1,4 @@
-"""Ray engine vs local engine (UNVERIFIED draft: last run failed under CPU contention; see the session note)."""
+"""The Ray engine (``pvlens screen --engine ray``) on a local Ray instance gives the local engine's scores."""
 
 import pytest
 
@@ -14,8 +14,7 @@ def probes(direction):
 
 
 def test_ray_engine_gives_the_local_scores(model, probes, tmp_path):
-    pytest.importorskip("ray", reason="ray is a dev dependency: pip install -e '.[dev]'")
-    import ray
+    import ray  # a dev dependency: make test installs it
 
     from pvlens.screen_ray import ray_engine
 
@@ -31,7 +30,8 @@ def test_ray_engine_gives_the_local_scores(model, probes, tmp_path):
                                        engine=ray_engine(model, probes, settings, replicas=1), progress=False)
     finally:
         ray.shutdown()
-    assert distributed.computed == 200
+    unique = len({s.key for s in samples})  # ShareGPT repeats some conversations: each is scored once
+    assert unique > 150 and local.computed == distributed.computed == unique
     assert len((tmp_path / "ray-base.jsonl").read_text().splitlines()) == len({s.prompt_key for s in samples})
     cols = ["id", "trait", "delta_p", "projection", "base_projection", "proxy_delta_p"]
     merged = local.scores[cols].merge(distributed.scores[cols], on=["id", "trait"], suffixes=("", "_ray"))
