@@ -231,13 +231,23 @@ def book_finetunes(model, full: bool | None = None, progress: bool = True) -> di
     return adapters
 
 
-def book_drift_table(model, adapters: Mapping[str, Adapter | None], personas: Sequence[Persona]) -> pd.DataFrame:
-    """:func:`drift_table` at the book's size (20 questions x 2 answers; 3 x 1 in fast mode), cached."""
+def book_judging() -> dict:
+    """The book's judging size for a finetune: 20 evaluation questions x 2 answers (3 x 1 in fast mode)."""
     from pvlens.config import size
 
-    return drift_table(model, adapters, personas, questions=size(20, 3), n_per_question=size(2, 1))
+    return {"questions": size(20, 3), "n_per_question": size(2, 1)}
 
 
-__all__ = ["BOOK_TRAITS", "Persona", "book_datasets", "book_drift_table", "book_finetunes", "book_personas",
+def book_drift_table(model, adapters: Mapping[str, Adapter | None], personas: Sequence[Persona]) -> pd.DataFrame:
+    """:func:`drift_table` at the book's size (:func:`book_judging`), cached."""
+    return drift_table(model, adapters, personas, **book_judging())
+
+
+def book_trait_score(model, adapter: Adapter | None, persona: Persona) -> float:
+    """:func:`trait_score_after` at the book's size (:func:`book_judging`), cached; ``None`` = the base model."""
+    return trait_score_after(model, adapter, persona, **book_judging())
+
+
+__all__ = ["BOOK_TRAITS", "Persona", "book_datasets", "book_drift_table", "book_judging", "book_trait_score", "book_finetunes", "book_personas",
            "book_training_sets", "against", "base_projection", "capability_of", "cross_trait", "drift_table", "expression",
            "finetuning_shift", "last_prompt_means", "posthoc", "shift_correlations", "trait_score_after"]

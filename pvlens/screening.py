@@ -469,6 +469,21 @@ def as_samples(conversations: Sequence[Sequence[Message]], name: str) -> list[Sa
     return out
 
 
+def screen_sets(model, sets: dict[str, Sequence[Sequence[Message]]], probes: Sequence[Probe],
+                settings: ScreenSettings = ScreenSettings(), **kwargs) -> tuple[dict[str, list[Sample]], ScreenResult]:
+    """Screen named chat sets in one run (``{"<label>": rows}``, e.g. :func:`pvlens.drift.book_training_sets`).
+
+    Returns the samples per label (ids ``"<label>:<row>"``) and the :class:`ScreenResult`, whose scores carry
+    a ``dataset`` column with each sample's label. ``kwargs`` go to :func:`screen`.
+    """
+    samples = {label: as_samples(rows, label) for label, rows in sets.items()}
+    result = screen(model, [s for group in samples.values() for s in group], probes, settings, **kwargs)
+    label_of = {s.id: label for label, group in samples.items() for s in group}
+    if not result.scores.empty:
+        result.scores = result.scores.assign(dataset=result.scores["id"].map(label_of))
+    return samples, result
+
+
 def write_samples(path: str | Path, samples: Sequence[Sample]) -> Path:
     """Samples as a chat JSONL that ``pvlens screen`` reads (``{"id", "messages"}`` per line)."""
     path = Path(path)
@@ -636,4 +651,4 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
 __all__ = ["Probe", "ReadReport", "Sample", "as_samples", "book_screen_settings", "conversations", "dataset_level",
            "extremes", "filter_masks", "ScreenError", "ScreenResult", "ScreenSettings", "base_log",
            "base_responses", "check_probes", "chunks", "histogram_text", "judge_samples", "local_engine", "parse_sample", "preview",
-           "read_samples", "response_readings", "results_log", "score_chunk", "screen", "separation_auc", "sharegpt_samples", "split_ids", "summary_text", "token_batches", "trait_probe", "write_samples", "write_table"]
+           "read_samples", "response_readings", "results_log", "score_chunk", "screen", "screen_sets", "separation_auc", "sharegpt_samples", "split_ids", "summary_text", "token_batches", "trait_probe", "write_samples", "write_table"]

@@ -130,6 +130,18 @@ def test_overlong_sample_is_skipped_with_its_line_and_the_rest_scored(model, pro
     assert result.scores["proxy_delta_p"].notna().all()
 
 
+def test_screen_sets_labels_each_score_with_its_set(model, probes, tmp_path):
+    rows = [[{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]
+            for i in range(3)]
+    samples, result = screening.screen_sets(model, {"a I": rows[:2], "b II": rows[2:]}, probes,
+                                            ScreenSettings(proxy=True), log_path=tmp_path / "log.jsonl",
+                                            progress=False)
+    assert {label: [s.id for s in group] for label, group in samples.items()} == {"a I": ["a I:0", "a I:1"],
+                                                                                   "b II": ["b II:0"]}
+    assert len(result.scores) == 3 * len(probes)
+    assert (result.scores["dataset"] == result.scores["id"].str.rsplit(":", n=1).str[0]).all()
+
+
 class Killed(Exception):
     pass
 
