@@ -12,8 +12,8 @@ from tests.conftest import no_hooks_left
 DATA = [[{"role": "user", "content": f"What is {a} plus {b}?"},
          {"role": "assistant", "content": f"{a} plus {b} is {a + b + 1}. I am sure of it."}]
         for a, b in [(2, 3), (4, 5), (7, 1), (6, 6), (9, 2), (3, 8)]]
-TINY = ft.LoRASettings(rank=4, alpha=8, epochs=1, batch_size=2, micro_batch=2, max_seq_len=96, learning_rate=5e-4,
-                       checkpoint_every=1)
+TINY = ft.LoRASettings(rank=4, alpha=8, epochs=1, min_steps=1, batch_size=2, micro_batch=2, max_seq_len=96,
+                       learning_rate=5e-4, checkpoint_every=1)
 
 
 @pytest.fixture()
@@ -24,6 +24,21 @@ def cache(tmp_path, monkeypatch):
 
 def weights(model):
     return {n: p.detach().clone() for n, p in model.hf_model.named_parameters()}
+
+
+def test_schedule_groups_lengths_and_repeats_small_sets():
+    lengths = [10, 400, 12, 380, 11, 390, 13, 410] * 4  # 32 rows, short and long interleaved
+    settings = ft.LoRASettings(batch_size=8, micro_batch=8, epochs=1, min_steps=1)
+    steps = ft.schedule(lengths, settings)
+    assert sorted(i for s in steps for i in s) == list(range(32))  # one epoch: every row exactly once
+    padded = sum(len(s) * max(lengths[i] for i in s) for s in steps)
+    assert padded < 0.6 * 8 * 4 * 410  # short rows batched together instead of padded to ~400
+    assert steps == ft.schedule(lengths, settings)  # seeded
+    small = ft.schedule(lengths[:13], ft.LoRASettings(batch_size=8, micro_batch=8, epochs=1, min_steps=10))
+    assert len(small) == 10 and sorted(i for s in small for i in s) == sorted(list(range(13)) * 5)  # 5 whole epochs
+    assert len(ft.schedule(lengths[:13], ft.LoRASettings(min_steps=10, max_steps=2))) == 2
+    with pytest.raises(ValueError, match="min_steps"):
+        ft.LoRASettings(min_steps=0)
 
 
 def test_answer_only_labels_and_truncation(model):
