@@ -248,6 +248,8 @@ def book_trait_score(model, adapter: Adapter | None, persona: Persona) -> float:
     return trait_score_after(model, adapter, persona, **book_judging())
 
 
-__all__ = ["BOOK_TRAITS", "Persona", "book_datasets", "book_drift_table", "book_judging", "book_trait_score", "book_finetunes", "book_personas",
-           "book_training_sets", "against", "base_projection", "capability_of", "cross_trait", "drift_table", "expression",
-           "finetuning_shift", "last_prompt_means", "posthoc", "shift_correlations", "trait_score_after"]
+__all__ = [
+    "against", "base_projection", "book_datasets", "book_drift_table", "book_finetunes", "book_judging",
+    "book_personas", "book_training_sets", "book_trait_score", "BOOK_TRAITS", "capability_of", "cross_trait",
+    "drift_table", "expression", "finetuning_shift", "last_prompt_means", "Persona", "posthoc",
+    "shift_correlations", "trait_score_after"]

@@ -648,7 +648,10 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["Probe", "ReadReport", "Sample", "as_samples", "book_screen_settings", "conversations", "dataset_level",
-           "extremes", "filter_masks", "ScreenError", "ScreenResult", "ScreenSettings", "base_log",
-           "base_responses", "check_probes", "chunks", "histogram_text", "judge_samples", "local_engine", "parse_sample", "preview",
-           "read_samples", "response_readings", "results_log", "score_chunk", "screen", "screen_sets", "separation_auc", "sharegpt_samples", "split_ids", "summary_text", "token_batches", "trait_probe", "write_samples", "write_table"]
+__all__ = [
+    "as_samples", "base_log", "base_responses", "book_screen_settings", "check_probes", "chunks",
+    "conversations", "dataset_level", "extremes", "filter_masks", "histogram_text", "judge_samples",
+    "local_engine", "parse_sample", "preview", "Probe", "read_samples", "ReadReport", "response_readings",
+    "results_log", "Sample", "score_chunk", "screen", "screen_sets", "ScreenError", "ScreenResult",
+    "ScreenSettings", "separation_auc", "sharegpt_samples", "split_ids", "summary_text", "token_batches",
+    "trait_probe", "write_samples", "write_table"]
