@@ -334,6 +334,8 @@ class ScreenResult:
     tokens: int  # prompt + response tokens read in this run (cached samples excluded)
     computed: int  # samples scored in this run (the rest came from the results log)
     cache: str
+    total_seconds: float | None = None  # every run over these samples, resumed ones included (None: a record
+    total_tokens: int = 0               # from before per-sample timing was logged)
 
 
 def results_log(model, probes: Sequence[Probe], settings: ScreenSettings, server: str | None = None) -> Path:
@@ -349,9 +351,14 @@ def base_log(model, settings: ScreenSettings, server: str | None = None) -> Appe
     return AppendLog(folder / f"{digest(settings.base_key())}.jsonl", key="prompt_key")
 
 
+def text_length(sample: Sample) -> int:
+    """Characters in the prompt and response: what chunks sort by and the progress bar counts."""
+    return len(sample.response) + sum(len(m["content"]) for m in sample.prompt)
+
+
 def chunks(samples: Sequence[Sample], size: int) -> list[list[Sample]]:
     """Samples sorted by text length and cut into chunks: similar lengths pad little."""
-    order = sorted(samples, key=lambda s: (len(s.response) + sum(len(m["content"]) for m in s.prompt), s.line))
+    order = sorted(samples, key=lambda s: (text_length(s), s.line))
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
@@ -413,8 +420,17 @@ def screen(model, samples: Sequence[Sample] | ReadReport, probes: Sequence[Probe
                 known_base |= {r["prompt_key"]: r["response"] for r in fresh}
     engine = engine or local_engine(model, probes, settings)
     start, tokens, computed = time.perf_counter(), 0, 0
-    bar = tqdm(total=len(pending), desc="screen", unit="sample", disable=not progress or not pending)
+    # counted in characters, not samples: chunks run shortest first, so a count of samples would promise
+    # an end far too early
+    length = {s.key: text_length(s) for s in pending}
+    bar = tqdm(total=sum(length.values()), desc="screen", unit="char", unit_scale=True,
+               disable=not progress or not pending)
+    last = start
     for records in engine(chunks(pending, settings.chunk_size), known_base):
+        now = time.perf_counter()
+        for r in records:  # each sample's share of the wall time since the previous chunk arrived
+            r["seconds"] = (now - last) / len(records)
+        last = now
         if not settings.proxy:
             fresh = [{"prompt_key": r["prompt_key"], "response": r["base_response"]}
                      for r in records if "base_response" in r]
@@ -426,10 +442,14 @@ def screen(model, samples: Sequence[Sample] | ReadReport, probes: Sequence[Probe
         done |= {r["key"]: r for r in records}
         tokens += sum(r["prompt_tokens"] + r["response_tokens"] for r in records if "skipped" not in r)
         computed += len(records)
-        bar.update(len(records))
-        bar.set_postfix(tok_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
+        bar.update(sum(length[r["key"]] for r in records))
+        bar.set_postfix(samples=f"{computed}/{len(pending)}",
+                        tok_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
     bar.close()
     seconds = time.perf_counter() - start
+    unique = [done[k] for k in {s.key for s in samples}]
+    total_seconds = sum(r["seconds"] for r in unique) if all("seconds" in r for r in unique) else None
+    total_tokens = sum(r["prompt_tokens"] + r["response_tokens"] for r in unique if "skipped" not in r)
     rows, too_long = [], []
     for s in samples:
         record = done[s.key]
@@ -440,7 +460,8 @@ def screen(model, samples: Sequence[Sample] | ReadReport, probes: Sequence[Probe
             rows.append({"id": s.id, "line": s.line, "trait": trait, **entry,
                          "prompt_tokens": record["prompt_tokens"], "response_tokens": record["response_tokens"]})
     scores = pd.DataFrame(rows)
-    return ScreenResult(scores, sorted(skipped + too_long), seconds, tokens, computed, str(log.path))
+    return ScreenResult(scores, sorted(skipped + too_long), seconds, tokens, computed, str(log.path),
+                        total_seconds, total_tokens)
 
 
 def sharegpt_samples(tokenizer, limit: int, max_prompt_tokens: int = 512) -> list[Sample]:
@@ -615,6 +636,11 @@ def summary_text(result: ScreenResult, samples: Sequence[Sample], column: str, t
     lines = [f"{len(samples)} samples read, {len(result.skipped)} skipped; {result.computed} scored in this run "
              f"in {result.seconds:.1f} s ({result.tokens} tokens, {rate:.0f} tokens/s), "
              f"{len(samples) - result.computed} from the results log ({result.cache})"]
+    if result.total_seconds:
+        lines.append(f"all runs over these samples, resumed ones included: {result.total_seconds:.1f} s, "
+                     f"{result.total_tokens} tokens, {result.total_tokens / result.total_seconds:.0f} tokens/s")
+    elif result.computed < len(samples):
+        lines.append("all runs: not known (part of the results log was written before per-sample times were logged)")
     for line, reason in result.skipped[:20]:
         lines.append(f"  skipped line {line}: {reason}")
     if len(result.skipped) > 20:
@@ -649,9 +675,8 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
 
 
 __all__ = [
-    "as_samples", "base_log", "base_responses", "book_screen_settings", "check_probes", "chunks",
-    "conversations", "dataset_level", "extremes", "filter_masks", "histogram_text", "judge_samples",
-    "local_engine", "parse_sample", "preview", "Probe", "read_samples", "ReadReport", "response_readings",
-    "results_log", "Sample", "score_chunk", "screen", "screen_sets", "ScreenError", "ScreenResult",
-    "ScreenSettings", "separation_auc", "sharegpt_samples", "split_ids", "summary_text", "token_batches",
-    "trait_probe", "write_samples", "write_table"]
+    "as_samples", "base_log", "base_responses", "book_screen_settings", "check_probes", "chunks", "conversations",
+    "dataset_level", "extremes", "filter_masks", "histogram_text", "judge_samples", "local_engine", "parse_sample",
+    "preview", "Probe", "read_samples", "ReadReport", "response_readings", "results_log", "Sample", "score_chunk",
+    "screen", "screen_sets", "ScreenError", "ScreenResult", "ScreenSettings", "separation_auc", "sharegpt_samples",
+    "split_ids", "summary_text", "text_length", "token_batches", "trait_probe", "write_samples", "write_table"]

@@ -168,6 +168,13 @@ def test_a_killed_run_resumes_without_recomputing(model, probes, tmp_path):
     assert resumed.computed == len(samples) - 2
     again = screening.screen(model, samples, probes, settings, log_path=log, progress=False)
     assert again.computed == 0
+    # every record carries its share of the wall time, so the throughput of all runs survives the kill
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    killed_run = sum(r["seconds"] for r in logged[:2])
+    assert all(r["seconds"] >= 0 for r in logged) and killed_run > 0
+    assert resumed.total_seconds == pytest.approx(killed_run + sum(r["seconds"] for r in logged[2:]))
+    assert again.total_seconds == pytest.approx(resumed.total_seconds)
+    assert resumed.total_tokens == again.total_tokens == full.total_tokens > resumed.tokens
     cols = ["id", "trait", "delta_p", "projection", "prompt_projection"]
     for frame in (resumed.scores, again.scores):
         merged = frame[cols].merge(full.scores[cols], on=["id", "trait"], suffixes=("", "_ref"))
@@ -192,7 +199,9 @@ def test_cli_screen_writes_table_and_exits_on_threshold(model, direction, tmp_pa
     table = (tmp_path / "scores.csv").read_text().splitlines()
     assert len(table) == 5 and "proxy_delta_p" in table[0]
     assert main(args + ["--fail-above=-1e9"]) == 3
-    assert "threshold exceeded" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "threshold exceeded" in captured.err and "0 scored in this run" in captured.out
+    assert "all runs over these samples, resumed ones included" in captured.out
     assert main(args + ["--fail-sample-above", "1e9"]) == 0
     (tmp_path / "empty.jsonl").write_text("")
     assert main(["screen", str(tmp_path / "empty.jsonl"), "--trait", "evil"]) == 2
