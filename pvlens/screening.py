@@ -334,8 +334,10 @@ class ScreenResult:
     tokens: int  # prompt + response tokens read in this run (cached samples excluded)
     computed: int  # samples scored in this run (the rest came from the results log)
     cache: str
-    total_seconds: float | None = None  # every run over these samples, resumed ones included (None: a record
-    total_tokens: int = 0               # from before per-sample timing was logged)
+    # every run over these samples, resumed ones included; None when part of the results log predates
+    # per-sample times
+    total_seconds: float | None = None
+    total_tokens: int = 0
 
 
 def results_log(model, probes: Sequence[Probe], settings: ScreenSettings, server: str | None = None) -> Path:
@@ -354,6 +356,11 @@ def base_log(model, settings: ScreenSettings, server: str | None = None) -> Appe
 def text_length(sample: Sample) -> int:
     """Characters in the prompt and response: what chunks sort by and the progress bar counts."""
     return len(sample.response) + sum(len(m["content"]) for m in sample.prompt)
+
+
+def tokens_read(records: Iterable[dict]) -> int:
+    """Prompt + response tokens of the scored (not skipped) records."""
+    return sum(r["prompt_tokens"] + r["response_tokens"] for r in records if "skipped" not in r)
 
 
 def chunks(samples: Sequence[Sample], size: int) -> list[list[Sample]]:
@@ -440,7 +447,7 @@ def screen(model, samples: Sequence[Sample] | ReadReport, probes: Sequence[Probe
                 known_base |= {f["prompt_key"]: f["response"] for f in new}
         log.append(records)
         done |= {r["key"]: r for r in records}
-        tokens += sum(r["prompt_tokens"] + r["response_tokens"] for r in records if "skipped" not in r)
+        tokens += tokens_read(records)
         computed += len(records)
         bar.update(sum(length[r["key"]] for r in records))
         bar.set_postfix(samples=f"{computed}/{len(pending)}",
@@ -449,7 +456,7 @@ def screen(model, samples: Sequence[Sample] | ReadReport, probes: Sequence[Probe
     seconds = time.perf_counter() - start
     unique = [done[k] for k in {s.key for s in samples}]
     total_seconds = sum(r["seconds"] for r in unique) if all("seconds" in r for r in unique) else None
-    total_tokens = sum(r["prompt_tokens"] + r["response_tokens"] for r in unique if "skipped" not in r)
+    total_tokens = tokens_read(unique)
     rows, too_long = [], []
     for s in samples:
         record = done[s.key]
@@ -639,7 +646,7 @@ def summary_text(result: ScreenResult, samples: Sequence[Sample], column: str, t
     if result.total_seconds:
         lines.append(f"all runs over these samples, resumed ones included: {result.total_seconds:.1f} s, "
                      f"{result.total_tokens} tokens, {result.total_tokens / result.total_seconds:.0f} tokens/s")
-    elif result.computed < len(samples):
+    elif result.total_seconds is None:
         lines.append("all runs: not known (part of the results log was written before per-sample times were logged)")
     for line, reason in result.skipped[:20]:
         lines.append(f"  skipped line {line}: {reason}")
