@@ -10,6 +10,7 @@ Needed for runs whose early records predate per-sample times in the results log.
 
 import re
 import sys
+from pathlib import Path
 
 SAMPLES = re.compile(r"screen:.*?(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)<.*tok_per_s=(\d+)")
 CHARS = re.compile(r"screen:.*?\[(?:(\d+):)?(\d+):(\d+)<.*samples=(\d+)/(\d+), tok_per_s=(\d+)")
@@ -31,8 +32,8 @@ def segments(text: str) -> dict[int, tuple[int, int, int]]:
 
 def main(path: str) -> None:
     samples = seconds = tokens = 0
-    for pending, (done, secs, rate) in sorted(segments(open(path, encoding="utf-8", errors="replace").read()).items(),
-                                              reverse=True):
+    log = Path(path).read_text(encoding="utf-8", errors="replace")
+    for pending, (done, secs, rate) in sorted(segments(log).items(), reverse=True):
         print(f"segment from {pending} pending: {done} samples in {secs} s ({secs / 60:.1f} min), {rate} tok/s")
         samples, seconds, tokens = samples + done, seconds + secs, tokens + rate * secs
     print(f"all: {samples} samples in {seconds} s ({seconds / 3600:.2f} h), {tokens} tokens, {tokens / seconds:.0f} tok/s")
