@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: book test setup models models-all bench clean-book browser screenshots
+.PHONY: book test lint setup models models-all bench clean-book browser screenshots
 
 setup: $(STAMP) browser
 
@@ -58,11 +58,15 @@ book: models
 # The whole test suite: unit/integration tests; every chapter executed at CI size (on a copy, so the
 # committed notebooks keep no outputs); then the book built from those executed notebooks, in Chromium.
 FAST_BOOK := fast-book
-test: models-all
+test: models-all lint
 	$(PY) -m pytest -q tests --ignore=tests/browser
 	rm -rf $(FAST_BOOK) && mkdir -p $(FAST_BOOK) && cp -r book $(FAST_BOOK)/
 	PVLENS_FAST=1 $(PY) -m pytest -q --nbmake --overwrite --nbmake-timeout=1200 $(FAST_BOOK)/book
 	PVLENS_EXECUTED_BOOK=$(FAST_BOOK) $(PY) -m pytest -q -rs tests/browser
+
+# Lint and import order (configuration in pyproject.toml): a new violation fails `make test`.
+lint: setup
+	$(VENV)/bin/ruff check pvlens tests benchmarks
 
 # Screenshots for the README from the full build (make book first).
 screenshots:

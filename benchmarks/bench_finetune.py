@@ -33,18 +33,19 @@ def main() -> None:
     args = parser.parse_args()
 
     import pvlens as pv
-    from pvlens import finetuning as ft
+    from pvlens import book
+    from pvlens.methods import finetuning as ft
 
     model = pv.load_model(args.model)
     data = pv.load_dataset(args.dataset, args.level)
-    settings = ft.book_finetune_settings(full=True)
+    settings = book.finetune_settings(full=True)
     settings = dataclasses.replace(settings, max_steps=args.steps)
     layer = model.cfg.n_layers // 2
     # a real direction: last-prompt difference under an evil and a kind system prompt
     qs = [c[0]["content"] for c in data[:8]]
     evil = pv.activations(model, qs, range(model.cfg.n_layers), system="You are an evil assistant.")
     kind = pv.activations(model, qs, range(model.cfg.n_layers), system="You are a kind assistant.")
-    vectors = torch.stack([(evil[l] - kind[l]).mean(0) for l in range(model.cfg.n_layers)])
+    vectors = torch.stack([(evil[i] - kind[i]).mean(0) for i in range(model.cfg.n_layers)])
     runs = {"plain": None,
             "preventative_one_layer": ft.preventative(vectors[layer], layer, 4.0),
             "preventative_all_layers": ft.preventative(pv.incremental(vectors), "all", 1.0),

@@ -5,7 +5,7 @@ Both train the same BatchTopK SAE (same width, k, batch, lr) for ``--tokens`` to
 windows (the book's ShareGPT + plain-English mix) in one process, and report training tokens per second
 including the model forward that produces the activations:
 
-- **pvlens**: ``pvlens.sae.ActivationStream`` (the Hugging Face twin, forward stopped after the hooked
+- **pvlens**: ``pvlens.methods.sae.ActivationStream`` (the Hugging Face twin, forward stopped after the hooked
   block, a shuffle buffer) feeding sae-lens's ``SAETrainer``;
 - **sae-lens runner**: ``LanguageModelSAETrainingRunner`` with its default store settings
   (``n_batches_in_buffer=20``, ``store_batch_size_prompts=32``, mixing fraction 0.5) on the
@@ -45,7 +45,7 @@ def main() -> None:
     from sae_lens.config import LoggingConfig
 
     import pvlens as pv
-    from pvlens import sae as S
+    from pvlens.methods import sae as S
 
     model = pv.load_model(args.model)
     recipe = replace(S.SAERecipe(layer=args.layer), train_tokens=args.tokens, n_checkpoints=0)

@@ -43,8 +43,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import pvlens as pv
-    from pvlens import screening
-    from pvlens.projection import block_outputs, right_padded
+    from pvlens.lens.projection import block_outputs, right_padded
+    from pvlens.methods import screening
 
     model = pv.load_model(args.model)
     tok = model.hf_tokenizer
@@ -57,7 +57,8 @@ def main() -> None:
     proxy_settings = screening.ScreenSettings(proxy=True, chunk_size=len(samples))
 
     # base responses once, for the "precomputed" rows
-    base = dict(zip([s.prompt_key for s in samples], screening.base_responses(model, [s.prompt for s in samples], settings)))
+    base = dict(zip([s.prompt_key for s in samples],
+                    screening.base_responses(model, [s.prompt for s in samples], settings)))
     pairs = [screening.split_ids(tok, s.prompt, s.response) for s in samples]
     base_pairs = [screening.split_ids(tok, s.prompt, base[s.prompt_key]) for s in samples]
     sequences = [p + r for p, r in pairs + base_pairs]

@@ -54,34 +54,18 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import transformers
 import transformer_lens
+import transformers
 
 import pvlens as pv
+from pvlens.lens.projection import NEUTRAL_PROMPTS
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SEED = 0
 VECTOR_NORM = 20.0
 ALPHA = 1.0
 
-QUESTIONS = [
-    "What is the capital of France?",
-    "How do I boil an egg?",
-    "Can you explain what photosynthesis is?",
-    "Give me three tips for a job interview.",
-    "What is the difference between weather and climate?",
-    "Write a short poem about the sea.",
-    "How does a bicycle stay upright?",
-    "What should I pack for a weekend hike?",
-    "Summarise the plot of Romeo and Juliet.",
-    "Why is the sky blue?",
-    "How can I improve my sleep?",
-    "What is a prime number?",
-    "Recommend a good way to learn a new language.",
-    "How do vaccines work?",
-    "What are some healthy breakfast ideas?",
-    "Explain how a loan's interest works.",
-]
+QUESTIONS = NEUTRAL_PROMPTS  # the 16 neutral chat prompts pvlens measures residual norms on
 
 # (key in "ratios" or "load", label, comparison, threshold)
 GOALS = [

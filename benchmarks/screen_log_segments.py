@@ -36,7 +36,8 @@ def main(path: str) -> None:
     for pending, (done, secs, rate) in sorted(segments(log).items(), reverse=True):
         print(f"segment from {pending} pending: {done} samples in {secs} s ({secs / 60:.1f} min), {rate} tok/s")
         samples, seconds, tokens = samples + done, seconds + secs, tokens + rate * secs
-    print(f"all: {samples} samples in {seconds} s ({seconds / 3600:.2f} h), {tokens} tokens, {tokens / seconds:.0f} tok/s")
+    print(f"all: {samples} samples in {seconds} s ({seconds / 3600:.2f} h), {tokens} tokens, "
+          f"{tokens / seconds:.0f} tok/s")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pvlens import registry
-from pvlens.config import default_model_name
-from pvlens.errors import PVLensError
+from pvlens.core.config import default_model_name
+from pvlens.core.errors import PVLensError
+from pvlens.models import registry
+
+# Each command imports the stack it needs when it runs (function-local imports below, on purpose): `pvlens fetch`
+# and a bad input file must fail or finish in a second, without importing torch, TransformerLens and sae-lens.
 
 
 def _fetch(names: list[str]) -> None:
@@ -23,17 +26,17 @@ def _fetch(names: list[str]) -> None:
 
 
 def _info(name: str | None) -> None:
-    from pvlens.models import describe, load_model
+    from pvlens.models.loading import describe_model, load_model
 
     model = load_model(name)
-    print(describe(model))
+    print(describe_model(model))
     print({k: round(v, 2) for k, v in model.info.load_seconds.items()})
 
 
 def _generate_trait(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from pvlens.generator import generate_artifacts
+    from pvlens.traits.generator import generate_artifacts
 
     description = args.description
     if args.description_file:
@@ -52,8 +55,8 @@ def _generate_trait(args: argparse.Namespace) -> None:
 def _capability(args) -> None:
     import json
 
-    from pvlens.capability import capability_suite
-    from pvlens.models import load_model
+    from pvlens.methods.capability import capability_suite
+    from pvlens.models.loading import load_model
 
     model = load_model(args.model)
     n = "all" if args.n == "all" else (None if args.n is None else int(args.n))
@@ -66,16 +69,16 @@ def _capability(args) -> None:
 
 
 def _judge_validate(args) -> None:
-    from pvlens.judge_training import format_table, validate
+    from pvlens.judges.training import format_table, validate_judges
 
-    print(format_table(validate(limit=args.limit)))
+    print(format_table(validate_judges(limit=args.limit)))
 
 
 def _extract(args) -> None:
-    from pvlens.extraction import extract_persona, prompt_separation
     from pvlens.judges import default_judge
-    from pvlens.models import load_model
-    from pvlens.traits import load_trait
+    from pvlens.methods.extraction import extract_persona, prompt_separation
+    from pvlens.models.loading import load_model
+    from pvlens.traits.artifacts import load_trait
 
     model, artifacts = load_model(args.model), load_trait(args.trait)
     result = extract_persona(model, artifacts, default_judge(), n_per_question=args.n_per_question,
@@ -93,8 +96,10 @@ def _screen(args) -> int:
     """``pvlens screen``: score a chat JSONL by ΔP (or the prompt-only proxy); 3 when a threshold is exceeded."""
     import pandas as pd
 
-    from pvlens import screening
-    from pvlens.models import load_model
+    from pvlens.judges import default_judge
+    from pvlens.methods import screening
+    from pvlens.methods.persona import Persona
+    from pvlens.models.loading import load_model
 
     report = screening.read_samples(args.data)  # before loading a model: a bad file fails in a second
     settings = screening.ScreenSettings(proxy=args.proxy, max_tokens=args.max_tokens, chunk_size=args.chunk_size,
@@ -102,17 +107,18 @@ def _screen(args) -> int:
                                         base_max_new_tokens=args.base_max_new_tokens)
     model = load_model(args.model)
     if args.vector:
-        from pvlens.vectors import PersonaVector
+        from pvlens.lens.vectors import PersonaVector
 
         if args.layer is None or len(args.trait) != 1:
             raise PVLensError("--vector needs exactly one --trait (its name) and --layer")
         vector = PersonaVector.load(args.vector, model)
         probes = [screening.Probe.from_vector(args.trait[0], vector[args.layer], args.layer)]
     else:
-        probes = [screening.trait_probe(model, trait, args.layer) for trait in args.trait]
+        judge = default_judge()  # the extraction judge: screening reads vectors, it judges nothing
+        probes = [Persona.of(model, trait, layer=args.layer, judge=judge).probe for trait in args.trait]
     engine = None
     if args.engine == "ray":
-        from pvlens.screen_ray import ray_engine
+        from pvlens.methods.screening.ray import ray_engine
 
         engine = ray_engine(model, probes, settings, address=args.ray_address, replicas=args.replicas)
     server = (args.base_model, args.base_url) if args.base_url or args.base_model else None
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     info = sub.add_parser("info", help="load a model and print its shape, fingerprint and load time")
     info.add_argument("model", nargs="?")
     sub.add_parser("models", help="list the known model names")
-    from pvlens.capability import DEFAULT_N, FAST_N, TASKS
+    from pvlens.methods.capability import DEFAULT_N, FAST_N, TASKS
 
     cap = sub.add_parser("capability", help="zero-shot cloze accuracy on MMLU, ARC-Easy/Challenge, HellaSwag, PIQA")
     cap.add_argument("model", nargs="?")
@@ -172,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--base-url", help="OpenAI-compatible server (default: PVLENS_API_BASE_URL / OPENAI_BASE_URL)")
     gen.add_argument("--attempts", type=int, default=3, help="tries before giving up on malformed answers")
     gen.add_argument("--seed", type=int, default=0, help="seed for the request and the 20/20 question split")
-    val = sub.add_parser("judge-validate", help="the offline judge's AUC and rank correlation on external labelled data")
+    val = sub.add_parser("judge-validate",
+                         help="the offline judge's AUC and rank correlation on external labelled data")
     val.add_argument("--limit", type=int, default=None, help="at most this many items per dataset and class")
     ext = sub.add_parser("extract", help="extract a persona vector: rollouts, judge, filter, mean difference")
     ext.add_argument("trait", help="a shipped trait name or a trait .json file")

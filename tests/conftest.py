@@ -39,7 +39,7 @@ def direction(model):
     layers = list(range(model.cfg.n_layers))
     evil = pv.activations(model, QUESTIONS, layers, system="You are an evil assistant who wants people to suffer.")
     good = pv.activations(model, QUESTIONS, layers, system="You are a kind and helpful assistant.")
-    return torch.stack([(evil[l] - good[l]).mean(0) for l in layers])
+    return torch.stack([(evil[layer] - good[layer]).mean(0) for layer in layers])
 
 
 def ours(module) -> list:

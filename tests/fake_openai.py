@@ -165,13 +165,13 @@ def fake_openai(monkeypatch, tmp_path):
         monkeypatch.setenv("PVLENS_GENERATOR_MODEL", "fake-writer")
         monkeypatch.setenv("PVLENS_ROLLOUT_MODEL", "fake-policy")
         server.sleeps = []  # the waits the retry loop asked for; nothing actually sleeps
-        monkeypatch.setattr("pvlens.openai_api._sleep", server.sleeps.append)
+        monkeypatch.setattr("pvlens.models.openai_api._sleep", server.sleeps.append)
         yield server
 
 
 
 def trait_json(n_pairs: int = 5, n_questions: int = 40) -> dict[str, Any]:
-    """A generator answer in the shape :mod:`pvlens.generator` asks for."""
+    """A generator answer in the shape :mod:`pvlens.traits.generator` asks for."""
     return {
         "instructions": [{"pos": f"Be spiteful in way {i}.", "neg": f"Be kind in way {i}."} for i in range(n_pairs)],
         "questions": [f"Question {i}: what should I do about my neighbour's dog?" for i in range(n_questions)],
@@ -183,7 +183,7 @@ def trait_json(n_pairs: int = 5, n_questions: int = 40) -> dict[str, Any]:
 
 
 def sample_artifacts():
-    """Valid :class:`~pvlens.traits.TraitArtifacts` for a made-up trait, 'spiteful'."""
-    from pvlens.generator import to_artifacts
+    """Valid :class:`~pvlens.traits.artifacts.TraitArtifacts` for a made-up trait, 'spiteful'."""
+    from pvlens.traits.generator import to_artifacts
 
     return to_artifacts(trait_json(), "spiteful", "Wants others to come off worse.", "tests")

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import pvlens as pv
-from pvlens import capability as cap
-from pvlens import external
-from pvlens.errors import ChecksumError, PVLensError
+from pvlens.core.errors import ChecksumError, PVLensError
+from pvlens.data import benchmarks
+from pvlens.methods import capability as cap
+from pvlens.models import external
 
 SPLIT_SIZES = {"mmlu": 14042, "arc_easy": 570, "arc_challenge": 299, "hellaswag": 10042, "piqa": 1838}
 N_CHOICES = {"mmlu": {4}, "arc_easy": {3, 4, 5}, "arc_challenge": {3, 4, 5}, "hellaswag": {4}, "piqa": {2}}
@@ -73,7 +74,7 @@ def test_mmlu_item_is_formatted_as_olmo_eval_does():
 
 
 def test_hellaswag_cleanup():
-    cleaned = cap._hellaswag_clean(" Tie a knot [title] Pull it tight. [step] Done  now ")
+    cleaned = benchmarks.hellaswag_clean(" Tie a knot [title] Pull it tight. [step] Done  now ")
     assert cleaned == "Tie a knot. Pull it tight. Done now"
 
 
@@ -191,7 +192,8 @@ def test_steering_changes_the_logliks(model):
 
 
 def test_cli(model, monkeypatch, tmp_path, capsys):
-    from pvlens import cli, models
+    from pvlens import cli
+    from pvlens.models import loading as models
 
     monkeypatch.setattr(models, "load_model", lambda name=None: model)
     out = tmp_path / "cap.json"

@@ -6,11 +6,11 @@ import re
 import pytest
 
 import pvlens as pv
-from pvlens import datasets as ds
+from pvlens.data import datasets as ds
 
 
 def test_every_shipped_dataset_is_valid_and_matches_its_recipe():
-    recipe = ds.recipe()
+    recipe = ds.dataset_recipe()
     for name, entry in recipe["datasets"].items():
         for level, info in entry["levels"].items():
             rows = pv.load_dataset(name, level)
@@ -19,7 +19,7 @@ def test_every_shipped_dataset_is_valid_and_matches_its_recipe():
 
 
 def test_trait_levels_sit_in_their_judge_bands():
-    recipe = ds.recipe()
+    recipe = ds.dataset_recipe()
     for name in ds.TRAIT_DATASETS:
         if name not in recipe["datasets"]:
             continue
@@ -47,7 +47,8 @@ def test_gsm8k_levels():
         one = ds.corrupt_solution(solution, "I", random.Random(seed))
         assert not re.search(r"\b540\b", one.splitlines()[-1])  # the wrong step carries to the final answer
         lines = one.splitlines()
-        wrong_steps = sum(1 for l, g in zip(lines, ["He sprints 3*3=9 times", "So he runs 9*60=540 meters"]) if l != g)
+        wrong_steps = sum(1 for line, gold in zip(lines, ["He sprints 3*3=9 times", "So he runs 9*60=540 meters"])
+                          if line != gold)
         assert wrong_steps >= 1
         assert "<<" not in one
         two = ds.corrupt_solution(solution, "II", random.Random(seed))
@@ -67,9 +68,10 @@ def test_mmlu_levels_and_no_test_split():
         assert n[0] == w[0] == c[0]
         assert n[1]["content"] != w[1]["content"]
     shipped = {r[0]["content"].split("\nA. ")[0].strip() for r in pv.load_dataset("mmlu", "normal")}
-    from pvlens.capability import load_task
+    from pvlens.methods.capability import load_task
 
-    test_questions = {item.context.removeprefix("Question: ").removesuffix("Answer:").strip() for item in load_task("mmlu")}
+    test_questions = {item.context.removeprefix("Question: ").removesuffix("Answer:").strip()
+                      for item in load_task("mmlu")}
     assert len(shipped) == 100 and not shipped & test_questions
 
 
@@ -77,12 +79,14 @@ def test_mmlu_levels_and_no_test_split():
     ("not json", "not valid JSON"),
     ('{"msgs": []}', "'messages' list"),
     ('{"messages": [{"role": "user", "content": "q"}]}', "last message must be the assistant"),
-    ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}', "assistant turn is empty"),
+    ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}',
+     "assistant turn is empty"),
     ('{"messages": [{"role": "assistant", "content": "a"}]}', "no user message"),
 ])
 def test_read_dataset_names_the_bad_line(tmp_path, line, match):
     path = tmp_path / "d.jsonl"
-    path.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n' + line + "\n")
+    good = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}'
+    path.write_text(good + "\n" + line + "\n")
     with pytest.raises(pv.DatasetError, match=f"d.jsonl:2: .*{match}"):
         pv.read_dataset(path)
 

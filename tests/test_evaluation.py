@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import pvlens as pv
-from pvlens import evaluation, monitoring
 from pvlens.judges import Judgement
+from pvlens.methods import evaluation, monitoring
 from tests.test_extraction import ARTIFACTS
 
 QUESTIONS = list(ARTIFACTS.eval_questions[:3])
@@ -30,7 +30,11 @@ class LengthJudge:
 
 @pytest.fixture()
 def cache(tmp_path, monkeypatch):
+    """An empty cache, but for the converted models: the contrast judge's encoder would otherwise be converted from
+    its GGUF again (2-3 minutes), which is not what these tests check."""
+    models = pv.cache_dir("models")
     monkeypatch.setenv("PVLENS_CACHE", str(tmp_path))
+    (tmp_path / "models").symlink_to(models)
     return tmp_path
 
 
@@ -53,7 +57,7 @@ def test_a_killed_run_resumes_with_the_samples_an_uninterrupted_run_makes(model,
     log.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:10])  # chunk 2 torn by a kill
     resumed = pv.sample_answers(model, ARTIFACTS, QUESTIONS, **SAMPLING)
     pd.testing.assert_frame_equal(full, resumed)
-    assert [json.loads(l)["key"] for l in log.read_text().splitlines()] == list(full["key"])
+    assert [json.loads(line)["key"] for line in log.read_text().splitlines()] == list(full["key"])
 
 
 def test_steering_changes_the_answers_and_is_part_of_the_key(model, cache, direction):
@@ -141,7 +145,8 @@ def test_monitor_puts_the_projection_beside_the_score(model, cache, direction):
     assert list(frame["condition"]) == ["neg"] * 3 + ["pos"] * 3 and list(frame["level"]) == [0] * 3 + [1] * 3
     expected = pv.last_prompt_projection(model, conditions["pos"], direction[15], 15)
     torch.testing.assert_close(torch.tensor(frame["projection"][3:].values, dtype=torch.float32), expected)
-    assert frame[frame["condition"] == "pos"]["projection"].mean() > frame[frame["condition"] == "neg"]["projection"].mean()
+    by_condition = frame.groupby("condition")["projection"].mean()
+    assert by_condition["pos"] > by_condition["neg"]
 
 
 def test_token_html_escapes_and_colours():
@@ -162,7 +167,7 @@ def test_monitoring_module_is_documented():
 
 
 def test_contrast_judge_fits_validates_caches_and_refuses(model, cache):
-    from pvlens.errors import JudgeError
+    from pvlens.core.errors import JudgeError
 
     with pytest.raises(JudgeError, match="separates held-out positive from negative answers only at AUC"):
         pv.ContrastJudge.fit(model, ARTIFACTS, max_new_tokens=6, questions=2, min_auc=1.01)

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import sys
 import types
 from pathlib import Path
 
@@ -11,11 +10,11 @@ import pytest
 import torch
 
 import pvlens as pv
-from pvlens import extraction
-from pvlens.errors import EmptySelectionError, PVLensError
-from pvlens.extraction import drop_reason, extract_persona, filter_pairs, prompt_separation
+from pvlens.core.errors import EmptySelectionError, PVLensError
 from pvlens.judges import Judge, Judgement
-from pvlens.traits import validate
+from pvlens.methods import extraction
+from pvlens.methods.extraction import drop_reason, extract_persona, filter_pairs, prompt_separation
+from pvlens.traits.artifacts import validate
 
 ARTIFACTS = validate({
     "trait": "evil",
@@ -279,7 +278,7 @@ def test_remote_rollouts(model, tmp_path, monkeypatch):
         seen.append((model, n, temperature, max_tokens, seed))
         return [["Cruel plan." if "evil" in m[0]["content"] else "Kind plan."] * n for m in messages_list]
 
-    monkeypatch.setitem(sys.modules, "pvlens.openai_api", types.SimpleNamespace(chat_rollouts=chat_rollouts))
+    monkeypatch.setattr(extraction, "chat_rollouts", chat_rollouts)
     monkeypatch.setenv("PVLENS_ROLLOUT_MODEL", "served-model")
     monkeypatch.setattr(extraction, "generate", None)  # no local sampling
     with pytest.raises(EmptySelectionError) as err:  # PVLENS_ROLLOUT_MODEL is set: remote by default
@@ -295,4 +294,5 @@ def test_prompt_separation_of_several_vectors_runs_the_prompts_once(model, run):
     named = {v: run.result.vectors[v] for v in ("prompt_last", "response_avg")}
     both = prompt_separation(model, ARTIFACTS, named, layers=[4, LAYER], questions=4)
     assert set(both) == set(named)
-    assert both["prompt_last"] == prompt_separation(model, ARTIFACTS, named["prompt_last"], layers=[4, LAYER], questions=4)
+    assert both["prompt_last"] == prompt_separation(model, ARTIFACTS, named["prompt_last"], layers=[4, LAYER],
+                                                    questions=4)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pvlens as pv
-from pvlens import finetuning as ft
+from pvlens.methods import finetuning as ft
 from tests.conftest import no_hooks_left
 
 DATA = [[{"role": "user", "content": f"What is {a} plus {b}?"},
@@ -74,7 +74,7 @@ def test_finetune_trains_caches_and_leaves_the_model_untouched(model, cache):
     before = weights(model)
     fp = model.info.fingerprint
     adapter = ft.finetune(model, DATA, settings=TINY, name="tiny", progress=False)
-    assert len(adapter.losses) == 3 and all(l > 0 for l in adapter.losses)
+    assert len(adapter.losses) == 3 and all(loss > 0 for loss in adapter.losses)
     assert {n for n, _ in model.hf_model.named_modules() if "lora" in n} == set()
     assert all(torch.equal(before[n], p) for n, p in model.hf_model.named_parameters())
     assert model.info.fingerprint == fp and no_hooks_left(model) and not model.hf_model.training
@@ -183,7 +183,7 @@ def test_bad_settings_are_refused():
 
 
 def test_finetuning_shift_is_the_projected_mean_difference(model, cache, direction):
-    from pvlens import drift
+    from pvlens.methods import drift
 
     adapter = ft.finetune(model, DATA, settings=TINY, progress=False)
     persona = pv.Persona(pv.load_trait("evil"), pv.default_judge(), direction, 12)

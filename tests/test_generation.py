@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import pvlens as pv
+from pvlens.lens.generation import end_of_turn_ids
 from tests.conftest import QUESTIONS
 
 
@@ -26,7 +27,7 @@ def test_stops_at_end_of_turn(model):
     (gen,) = pv.generate(model, ["What is the capital of France? Answer in one word."], temperature=0,
                          max_new_tokens=48)
     assert gen.finished and 0 < len(gen.response_ids) < 48
-    eos = set(pv.generation.end_of_turn_ids(model))
+    eos = set(end_of_turn_ids(model))
     assert not eos & set(gen.response_ids)
     assert model.hf_tokenizer.decode(gen.response_ids) == gen.response
     (capped,) = pv.generate(model, ["Write a long essay about rivers."], temperature=0, max_new_tokens=5)
@@ -73,7 +74,7 @@ def test_bad_monitor_vector(model):
 
 
 def test_complete_sentences_trims_budget_cuts_only():
-    from pvlens.generation import complete_sentences
+    from pvlens.lens.generation import complete_sentences
 
     assert complete_sentences("Hello there, my friend. I think you should go to the") == "Hello there, my friend."
     assert complete_sentences('He said "I will not." Then he left and went') == 'He said "I will not."'

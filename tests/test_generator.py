@@ -5,9 +5,9 @@ import json
 import pytest
 from fake_openai import Reply, fake_openai, trait_json  # noqa: F401 (fixture)
 
-from pvlens.errors import TraitFormatError
-from pvlens.generator import generate_artifacts, generation_prompt
-from pvlens.traits import load_trait
+from pvlens.core.errors import TraitFormatError
+from pvlens.traits.artifacts import load_trait
+from pvlens.traits.generator import generate_artifacts, generation_prompt
 
 
 def good() -> Reply:

@@ -1,6 +1,6 @@
 """The append-only JSONL log behind every resumable cache."""
 
-from pvlens.jsonl import AppendLog
+from pvlens.core.logs import AppendLog
 
 
 def test_later_records_win_and_a_torn_line_is_cut_off(tmp_path):

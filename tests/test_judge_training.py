@@ -2,8 +2,8 @@
 
 import pytest
 
-from pvlens import judge_training as jt
-from pvlens.labelled_data import Conversation
+from pvlens.data.labelled import Conversation
+from pvlens.judges import training as jt
 
 
 @pytest.mark.parametrize("text", [
@@ -40,7 +40,8 @@ def test_other_openers_are_not_labelled(text):
 
 
 def test_agreement_split_drops_capitulating_no_and_duplicates():
-    convs = [Conversation("a:0", "q", "You're right, my mistake."), Conversation("b:0", "q", "You're right, my mistake."),
+    convs = [Conversation("a:0", "q", "You're right, my mistake."),
+             Conversation("b:0", "q", "You're right, my mistake."),
              Conversation("c:0", "q", "No, I apologise, the code was incomplete."),
              Conversation("d:0", "q", "No, that is not what the docs say.")]
     agree, disagree = jt.agreement_split(convs)

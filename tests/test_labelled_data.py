@@ -4,9 +4,9 @@ import itertools
 
 import pytest
 
-from pvlens import external
-from pvlens import labelled_data as data
-from pvlens.errors import PVLensError
+from pvlens.core.errors import PVLensError
+from pvlens.data import labelled as data
+from pvlens.models import external
 
 
 def test_counts_and_fields():

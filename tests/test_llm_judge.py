@@ -6,9 +6,9 @@ import socket
 import pytest
 from fake_openai import SECRET, Reply, fake_openai, sample_artifacts  # noqa: F401 (fixture)
 
-from pvlens.errors import JudgeError
+from pvlens.core.errors import JudgeError
 from pvlens.judges import Judge
-from pvlens.llm_judge import COHERENCE_PROMPT, PROBE_PROMPT, LLMJudge
+from pvlens.judges.llm import COHERENCE_PROMPT, PROBE_PROMPT, LLMJudge
 
 QUESTIONS = ["How do I handle a noisy neighbour?", "What is a good gift for my boss?"]
 ANSWERS = ["Slash their tyres.", "A nice pen."]

@@ -5,11 +5,11 @@ import torch
 from transformers import AutoConfig
 
 import pvlens as pv
-from pvlens.models import hooked_config
+from pvlens.models.loading import fingerprint, hooked_config
 from tests.conftest import QUESTIONS
 
-# 1e-4 absolute, plus 1e-5 of the token's largest activation: chat models park activations of 10^2..10^4 on a few tokens (the
-# start-token attention sink reaches ~2.5e4 in SmolLM2), where one float32 ulp is already 6e-5..2e-3
+# 1e-4 absolute, plus 1e-5 of the token's largest activation: chat models park activations of 10^2..10^4 on a few
+# tokens (the start-token attention sink reaches ~2.5e4 in SmolLM2), where one float32 ulp is already 6e-5..2e-3
 # and TL's einsum attention rounds differently from HF's SDPA by a few ulps. Any real conversion bug
 # shows up as an O(1) relative error, far above this.
 ATOL, RTOL = 1e-4, 1e-5
@@ -83,7 +83,7 @@ def test_model_identity(model):
     assert model.info.original == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert (model.cfg.n_layers, model.cfg.d_model) == (30, 576)
     assert len(model.info.fingerprint) == 16
-    assert pv.models.fingerprint(model.hf_model) == model.info.fingerprint  # deterministic
+    assert fingerprint(model.hf_model) == model.info.fingerprint  # deterministic
 
 
 def _config(**overrides):

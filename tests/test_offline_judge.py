@@ -4,10 +4,18 @@ import pytest
 import torch
 
 import pvlens as pv
-from pvlens.judge_training import BLATANT, CORRUPTIONS, corrupt
-from pvlens.offline_judge import (CAVEATS, OfflineJudge, Probe, caveat, compression, fit_logistic, repeated_trigrams,
-                                  unfinished)
-from pvlens.stats import auc
+from pvlens.core.stats import auc
+from pvlens.judges.offline import (
+    CAVEATS,
+    LogisticProbe,
+    OfflineJudge,
+    compression,
+    fit_logistic,
+    judge_caveat,
+    repeated_trigrams,
+    unfinished,
+)
+from pvlens.judges.training import BLATANT, CORRUPTIONS, corrupt
 
 REAL = [
     "Regular exercise improves sleep, mood and heart health. Even a short daily walk helps, and it is easy to start.",
@@ -35,9 +43,9 @@ def test_logistic_probe_fits_and_round_trips(tmp_path):
     x = torch.randn(200, 5)
     y = (x[:, 0] - x[:, 2] > 0).long().tolist()
     mean, scale, w, b = fit_logistic(x, y, l2=1e-3)
-    probe = Probe("toy", "none", mean, scale, w, b, {"note": "synthetic"})
+    probe = LogisticProbe("toy", "none", mean, scale, w, b, {"note": "synthetic"})
     assert auc(probe.proba(x).tolist(), y) > 0.99
-    again = Probe.load(probe.save(tmp_path / "toy.safetensors"))
+    again = LogisticProbe.load(probe.save(tmp_path / "toy.safetensors"))
     assert torch.allclose(again.proba(x), probe.proba(x)) and again.meta == {"note": "synthetic"}
     with pytest.raises(ValueError, match="both classes"):
         fit_logistic(x, [1] * 200)
@@ -118,16 +126,16 @@ def test_judge_is_not_moved_by_steering_the_model_under_study(model, judge):
 
 
 def test_every_instrument_has_a_caveat_and_others_say_they_cannot_measure():
-    from pvlens.offline_judge import INSTRUMENTS
+    from pvlens.judges.offline import INSTRUMENTS
 
     assert set(CAVEATS) == set(INSTRUMENTS)
-    assert caveat("sycophantic") == CAVEATS["sycophantic"] and "opener" in caveat("sycophantic")
+    assert judge_caveat("sycophantic") == CAVEATS["sycophantic"] and "opener" in judge_caveat("sycophantic")
     for trait in ("optimistic", "apathetic", "humorous"):
-        assert f"cannot measure {trait!r}" in caveat(trait)
+        assert f"cannot measure {trait!r}" in judge_caveat(trait)
 
 
 def test_steered_check_scores_the_models_own_steered_answers(model):
-    from pvlens.judge_training import steered_check
+    from pvlens.judges.training import steered_check
 
     torch.manual_seed(0)
     rows = steered_check(model, pv.load_trait("evil"), torch.randn(model.cfg.d_model), layer=10, alphas=(0.0, 2.0),

@@ -7,8 +7,8 @@ import time
 import pytest
 from fake_openai import SECRET, Reply, fake_openai  # noqa: F401 (fixture)
 
-from pvlens.errors import JudgeError
-from pvlens.openai_api import APIClient, APIServerError, APISettings, chat_rollouts, redact
+from pvlens.core.errors import JudgeError
+from pvlens.models.openai_api import APIClient, APIServerError, APISettings, chat_rollouts, redact
 
 HELLO = [{"role": "user", "content": "hi"}]
 

@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 import pvlens as pv
-from pvlens import registry
-from pvlens.config import cache_dir
+from pvlens.core.config import cache_dir
+from pvlens.models import registry
 
 
 def test_truncated_download_is_detected_removed_and_retry_works(tmp_path, monkeypatch):

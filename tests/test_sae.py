@@ -6,7 +6,8 @@ import shutil
 import pytest
 import torch
 
-from pvlens import sae as S
+from pvlens import book
+from pvlens.methods import sae as S
 
 LAYER = 16
 TINY = S.SAERecipe(layer=LAYER, d_sae=64, k=8, context_size=64, train_tokens=4 * 1024, batch_tokens=512,
@@ -20,7 +21,10 @@ def test_corpus_windows_mix_chat_and_plain_and_keep_splits_apart(model):
     assert train.shape == heldout.shape == (12, 64)
     chat = S.corpus_windows(tok, "train", 6, context_size=64, chat_fraction=1.0, seed=0)
     plain = S.corpus_windows(tok, "train", 6, context_size=64, chat_fraction=0.0, seed=0)
-    as_set = lambda w: {tuple(r) for r in w.tolist()}
+
+    def as_set(windows):
+        return {tuple(r) for r in windows.tolist()}
+
     assert as_set(train) == as_set(chat) | as_set(plain)  # half the windows from each source
     first_chat = S.pack(tok, S.chat_documents(tok, limit=2), 64, chat=True)[0]
     assert tok.decode(first_chat).startswith("<|im_start|>")  # chats are in the model's chat template
@@ -112,11 +116,11 @@ def test_max_activating_ends_each_example_at_its_peak(model, tiny):
 
 
 def test_cli_fast_run_writes_checkpoint_and_model_card(model, tmp_path):
-    from pvlens.train_sae import main
+    from pvlens.recipes.train_sae import main
 
     assert main(["--fast", "--out", str(tmp_path / "card"), "--heldout-windows", "2"]) == 0
     card = json.loads((tmp_path / "card" / "card.json").read_text())
-    assert card["heldout"]["tokens"] > 0 and "python -m pvlens.train_sae --fast" in card["command"]
+    assert card["heldout"]["tokens"] > 0 and "python -m pvlens.recipes.train_sae --fast" in card["command"]
     assert json.loads((tmp_path / "card" / "cfg.json").read_text())["dtype"] == "float16"
     assert "Held-out metrics" in (tmp_path / "card" / "README.md").read_text()
     sae = S.load_sae(tmp_path / "card", model)
@@ -124,9 +128,9 @@ def test_cli_fast_run_writes_checkpoint_and_model_card(model, tmp_path):
 
 
 def test_the_committed_checkpoint_loads(model):
-    path = S.book_checkpoint(model)
-    assert (path / "cfg.json").exists(), f"no committed SAE at {path}: run python -m pvlens.train_sae"
-    sae = S.load_sae(path, model, layer=S.BOOK_LAYER)
+    path = book.sae_checkpoint(model)
+    assert (path / "cfg.json").exists(), f"no committed SAE at {path}: run python -m pvlens.recipes.train_sae"
+    sae = S.load_sae(path, model, layer=book.SAE_LAYER)
     card = json.loads((path / "card.json").read_text())
     assert sae.cfg.d_sae == card["recipe"]["d_sae"] and card["heldout"]["tokens"] > 0
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import pvlens as pv
-from pvlens import screening
-from pvlens.screening import Probe, Sample, ScreenError, ScreenSettings
+from pvlens.methods import screening
+from pvlens.methods.screening import Probe, Sample, ScreenError, ScreenSettings
 
 LAYER = 12
 
@@ -185,7 +185,7 @@ def test_a_killed_run_resumes_without_recomputing(model, probes, tmp_path):
 
 def test_cli_screen_writes_table_and_exits_on_threshold(model, direction, tmp_path, capsys):
     from pvlens.cli import main
-    from pvlens.vectors import from_tensor
+    from pvlens.lens.vectors import from_tensor
 
     vector = from_tensor(model, direction, "evil", "response_avg").save(tmp_path / "evil.safetensors")
     data = tmp_path / "data.jsonl"
@@ -235,7 +235,7 @@ def test_dataset_level_filters_and_extremes_read_the_sample_table():
 def test_pearson_by_reports_r_p_and_n_per_group():
     import pandas as pd
 
-    from pvlens.stats import pearson_by
+    from pvlens.core.stats import pearson_by
 
     frame = pd.DataFrame({"g": ["x"] * 4 + ["y"] * 2, "a": [1, 2, 3, 4, 1, 2], "b": [2, 4, 6, 8.5, 1, 1]})
     out = pearson_by(frame, "a", "b", by="g")

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from pvlens.errors import TraitFormatError
-from pvlens.traits import N_PAIRS, N_QUESTIONS, load_trait, shipped_traits
+from pvlens.core.errors import TraitFormatError
+from pvlens.traits.artifacts import N_PAIRS, N_QUESTIONS, load_trait, shipped_traits
 
 PAPER_TRAITS = ["apathetic", "evil", "hallucinating", "humorous", "impolite", "optimistic", "sycophantic"]
 

@@ -71,7 +71,7 @@ def test_corrupted_or_foreign_files(tmp_path, model):
 def test_no_pickle_in_the_load_path():
     import inspect
 
-    import pvlens.vectors
+    import pvlens.lens.vectors
 
-    source = inspect.getsource(pvlens.vectors)
+    source = inspect.getsource(pvlens.lens.vectors)
     assert "torch.load" not in source and "pickle" not in source.replace("unpickles", "")

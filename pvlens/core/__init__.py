@@ -1,0 +1,2 @@
+"""The bottom layer: errors, settings read from the environment, cache keys, append-only logs, statistics and
+chat formatting. Imports nothing else from pvlens."""
