@@ -85,9 +85,9 @@ def judging() -> dict:
 
 
 def drift_table(model: ChatModel, adapters: Mapping[str, Adapter | None],
-                traits: Sequence[Persona]) -> pd.DataFrame:
+                personas: Sequence[Persona]) -> pd.DataFrame:
     """:func:`pvlens.drift_table` at the book's size (:func:`judging`), cached."""
-    return measure_drift(model, adapters, traits, **judging())
+    return measure_drift(model, adapters, personas, **judging())
 
 
 def trait_score(model: ChatModel, adapter: Adapter | None, persona: Persona) -> float:
@@ -138,8 +138,8 @@ def sae_card(model: ChatModel, layer: int = SAE_LAYER) -> tuple[dict, pd.DataFra
     if not (folder / "card.json").exists():
         raise SAEMismatchError(f"no trained SAE for {model.info.name} at {folder}: call book.sae(model) first")
     log = next((f for f in (folder / "training_log.jsonl", folder / "checkpoints" / "log.jsonl") if f.exists()), None)
-    rows_ = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log else []
-    return json.loads((folder / "card.json").read_text()), pd.DataFrame(rows_)
+    log_rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log else []
+    return json.loads((folder / "card.json").read_text()), pd.DataFrame(log_rows)
 
 
 def feature_labels(model: ChatModel, layer: int = SAE_LAYER) -> dict[int, str]:
